@@ -1,0 +1,284 @@
+"""The `mreg` command: thin click wiring over `mreg.pipeline`. The only place that prints or exits."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from mreg.errors import Interrupted, MregError
+
+if TYPE_CHECKING:
+    from mreg.records import Record
+    from mreg.spec import Spec
+
+STAGE_CHOICES = ("train", "serve", "all")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("registry.toml"),
+    show_default=True,
+    envvar="MREG_SPEC",
+    help="The spec file (env MREG_SPEC).",
+)
+@click.version_option(package_name="mreg")
+@click.pass_context
+def cli(ctx: click.Context, spec_path: Path) -> None:
+    """Build train and serve images pinned to the same libraries, and register models with them."""
+    ctx.obj = spec_path
+
+
+def _spec(ctx: click.Context) -> Spec:
+    from mreg.spec import load_spec
+
+    spec_path: Path = ctx.find_root().obj
+    return load_spec(spec_path)
+
+
+@cli.command()
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the Dockerfile here."
+)
+@click.option(
+    "--context",
+    "context_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the whole build context (Dockerfile and copied files) into this directory.",
+)
+@click.option("--classic", is_flag=True, help="Render for the classic builder (no BuildKit mounts).")
+@click.pass_context
+def render(ctx: click.Context, output: Path | None, context_dir: Path | None, classic: bool) -> None:
+    """Render the multi-stage Dockerfile (base -> train, base -> serve)."""
+    from mreg.render import render as render_context
+
+    context = render_context(_spec(ctx), buildkit=not classic)
+    if context_dir is not None:
+        context.write(context_dir)
+        _say(f"wrote the build context to {context_dir}")
+    if output is not None:
+        output.write_text(context.dockerfile)
+        _say(f"wrote {output}")
+    if output is None and context_dir is None:
+        click.echo(context.dockerfile, nl=False)
+
+
+@cli.command()
+@click.option("--target", type=click.Choice(STAGE_CHOICES), default="all", show_default=True)
+@click.option("--push", is_flag=True, help="Push both images to images.repository and pin them by digest.")
+@click.option("--json", "as_json", is_flag=True, help="Print the images as JSON on stdout.")
+@click.option(
+    "--engine",
+    "engine_name",
+    type=click.Choice(["auto", "buildx", "docker"]),
+    default="auto",
+    show_default=True,
+    envvar="MREG_ENGINE",
+    help="buildx (BuildKit) or docker (the SDK's classic builder); auto prefers buildx.",
+)
+@click.option("--builder", envvar="MREG_BUILDER", help="The buildx builder to use (e.g. a remote BuildKit).")
+@click.option(
+    "--network",
+    envvar="MREG_BUILD_NETWORK",
+    default="auto",
+    show_default=True,
+    help="Network of the build's RUN steps; auto means host when the engine has no bridge network.",
+)
+@click.option("--rebuild", is_flag=True, help="Build even when images with the same content tag exist.")
+@click.pass_context
+def build(
+    ctx: click.Context,
+    target: str,
+    push: bool,
+    as_json: bool,
+    engine_name: str,
+    builder: str | None,
+    network: str,
+    rebuild: bool,
+) -> None:
+    """Build the train and serve images (and push them)."""
+    from mreg import pipeline
+    from mreg.engine import open_engine
+
+    spec = _spec(ctx)
+    engine = open_engine(engine_name, builder=builder)  # type: ignore[arg-type]
+    targets = ("train", "serve") if target == "all" else (target,)
+    with _progress(f"building {', '.join(targets)} with {engine.name}") as on_line:
+        result = pipeline.build(
+            spec,
+            engine,
+            targets=targets,  # type: ignore[arg-type]
+            push=push,
+            network=engine.default_network() if network == "auto" else network or None,
+            rebuild=rebuild,
+            on_line=on_line,
+        )
+    if as_json:
+        click.echo(json.dumps(result.summary(), indent=2))
+    else:
+        for stage, image in result.images.items():
+            click.echo(f"{stage}: {image.image}  ({image.ref})")
+
+
+@cli.command()
+@click.argument("model_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON on stdout.")
+@click.option(
+    "--build-result",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The build result to register against (default: .mreg/build.json beside the spec).",
+)
+@click.pass_context
+def register(ctx: click.Context, model_file: Path, as_json: bool, build_result: Path | None) -> None:
+    """Upload MODEL_FILE and write the next version of the model's record."""
+    from mreg import pipeline
+
+    spec = _spec(ctx)
+    size = model_file.stat().st_size if model_file.is_file() else 0
+    with _upload_progress(size) as on_progress:
+        record = pipeline.register(spec, model_file, build_result=build_result, on_progress=on_progress)
+    if as_json:
+        click.echo(record.to_json())
+    else:
+        click.echo(
+            f"registered {record.name}:{record.version}  sha256:{record.model.sha256}  {record.model.uri}"
+        )
+
+
+@cli.command()
+@click.argument("model_ref", metavar="NAME[:VERSION]")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@click.pass_context
+def show(ctx: click.Context, model_ref: str, as_json: bool) -> None:
+    """Show one version of a model (the latest when no version is given)."""
+    from mreg.records import open_record_store, parse_model_ref
+
+    spec = _spec(ctx)
+    name, version = parse_model_ref(model_ref)
+    record = open_record_store(spec.registry.uri, spec.root).get(name, version)
+    click.echo(record.to_json() if as_json else _describe(record))
+
+
+@cli.command("list")
+@click.argument("name", required=False)
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Versions to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_context
+def list_(ctx: click.Context, name: str | None, limit: int, as_json: bool) -> None:
+    """List models, or the versions of model NAME (newest first)."""
+    from mreg.records import open_record_store
+
+    spec = _spec(ctx)
+    store = open_record_store(spec.registry.uri, spec.root)
+    if name is None:
+        models = store.models()
+        click.echo(json.dumps(models) if as_json else "\n".join(models))
+        return
+    records = store.versions(name, limit=limit)
+    if as_json:
+        click.echo(json.dumps([record.model_dump(mode="json") for record in records], indent=2))
+        return
+    rows = [
+        (f"{r.name}:{r.version}", r.created_at.isoformat(), r.model.sha256[:12], r.images["serve"].image)
+        for r in records
+    ]
+    _table(("VERSION", "CREATED", "SHA256", "SERVE IMAGE"), rows)
+
+
+def main() -> NoReturn:
+    """Entry point: run the CLI; turn mreg's errors into messages and exit codes, never tracebacks."""
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail(Interrupted("interrupted; nothing was recorded."))
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _fail(Interrupted("interrupted; nothing was recorded."))
+    except MregError as exc:
+        _fail(exc)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _fail(error: MregError) -> NoReturn:
+    click.echo(f"error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@contextmanager
+def _progress(title: str) -> Iterator[Callable[[str], None]]:
+    """Build output on stderr: a live line under a spinner on a terminal, plain lines otherwise."""
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        _say(f"mreg: {title}")
+        yield _say
+        return
+    with console.status(title) as status:
+        yield lambda line: status.update(f"{title}\n[dim]{_clip(line)}[/dim]")
+
+
+@contextmanager
+def _upload_progress(total: int) -> Iterator[Callable[[int], None] | None]:
+    """A transfer bar on a terminal; nothing in CI logs."""
+    from rich.console import Console
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    with Progress(
+        *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console
+    ) as bar:
+        task = bar.add_task("uploading", total=total)
+        yield lambda count: bar.advance(task, count)
+
+
+def _clip(line: str, width: int = 120) -> str:
+    from rich.markup import escape
+
+    return escape(line if len(line) <= width else line[: width - 1] + "…")
+
+
+def _describe(record: Record) -> str:
+    lines = [
+        f"{record.name}:{record.version}  created {record.created_at.isoformat()}",
+        f"  model   {record.model.filename}  {record.model.size} bytes  sha256:{record.model.sha256}",
+        f"          {record.model.uri}",
+    ]
+    lines += [f"  {stage:<7} {image.image}" for stage, image in record.images.items()]
+    for group, packages in record.packages.items():
+        lines.append(f"  {group:<7} {', '.join(packages) or '-'}")
+    if record.git:
+        lines.append(f"  git     {record.git.commit}{' (dirty)' if record.git.dirty else ''}")
+    return "\n".join(lines)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        click.echo(
+            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )

@@ -1,0 +1,96 @@
+"""The only place that talks to Docker: a narrow `Engine` protocol and its two backends.
+
+`buildx` drives `docker buildx` (BuildKit; honours DOCKER_HOST, Docker contexts and `--builder`);
+`docker` drives the engine's classic builder through the docker SDK, for engines without buildx.
+The engine never sees the spec: it builds a context directory into the references it is given.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from mreg.errors import EngineError
+
+EngineName = Literal["auto", "buildx", "docker"]
+LineSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """One built image: its tag reference, its digest and a reference `docker run` accepts.
+
+    Pushed: `digest` is the registry's manifest digest and `image` is `repo@digest`.
+    Local only: `digest` is the image ID, which is also what `image` holds.
+    """
+
+    ref: str
+    digest: str
+    image: str
+
+    @classmethod
+    def pushed(cls, ref: str, digest: str) -> BuiltImage:
+        """An image in a registry: pinned by its manifest digest."""
+        repository = ref.rsplit(":", 1)[0] if ":" in ref.rsplit("/", 1)[-1] else ref
+        return cls(ref=ref, digest=digest, image=f"{repository}@{digest}")
+
+    @classmethod
+    def local(cls, ref: str, image_id: str) -> BuiltImage:
+        """An image only in the local engine: pinned by its image ID."""
+        return cls(ref=ref, digest=image_id, image=image_id)
+
+
+class Engine(Protocol):
+    """What mreg needs from a container engine."""
+
+    name: str
+    buildkit: bool
+    """True when the engine understands BuildKit Dockerfile features (`RUN --mount`)."""
+
+    def default_network(self) -> str | None:
+        """`host` when the engine has no bridge network (builds could not reach an index), else None."""
+
+    def local_image_id(self, ref: str) -> str | None:
+        """The ID of the local image tagged `ref`, or None."""
+
+    def registry_digest(self, ref: str) -> str | None:
+        """The manifest digest the registry holds for `ref`, or None when the registry has no such tag."""
+
+    def build(
+        self,
+        context: Path,
+        targets: Mapping[str, str],
+        *,
+        push: bool,
+        network: str | None,
+        on_line: LineSink,
+    ) -> dict[str, BuiltImage]:
+        """Build each Dockerfile target of `context` (target -> reference); push them when asked.
+
+        Shared stages are built once. Returns the images by target; raises EngineError on failure.
+        """
+
+    def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:
+        """Push a local image and return it pinned by the registry's manifest digest."""
+
+
+def open_engine(name: EngineName = "auto", *, builder: str | None = None) -> Engine:
+    """The engine backend called `name`; `auto` prefers buildx and falls back to the docker SDK."""
+    if name in ("auto", "buildx"):
+        from mreg.engine.buildx import BuildxEngine, buildx_available
+
+        if shutil.which("docker") and buildx_available():
+            return BuildxEngine(builder=builder)
+        if name == "buildx":
+            raise EngineError(
+                "docker buildx is not available: install the docker CLI with the buildx plugin, "
+                "or pass --engine docker to use the classic builder."
+            )
+    if builder:
+        raise EngineError("--builder selects a buildx builder; it cannot be used with --engine docker.")
+    from mreg.engine.dockersdk import DockerSdkEngine
+
+    return DockerSdkEngine()

@@ -1,0 +1,111 @@
+"""The engine's classic builder through the docker SDK: the fallback for engines without buildx."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mreg.engine import BuiltImage, LineSink
+from mreg.errors import EngineError
+from mreg.refs import SHA256_DIGEST_RE, parse_reference
+
+
+def _client() -> Any:
+    """A client for DOCKER_HOST, else for the current Docker context, else the default socket."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        if not os.environ.get("DOCKER_HOST"):
+            context = docker.ContextAPI.get_current_context()
+            if context is not None and context.Host:
+                return docker.DockerClient(base_url=context.Host, tls=context.TLSConfig)
+        return docker.from_env()
+    except DockerException as exc:
+        raise EngineError(f"cannot reach the Docker engine: {exc}") from None
+
+
+class DockerSdkEngine:
+    """Builds each target with the classic builder; the base stage comes from its layer cache."""
+
+    name = "docker"
+    buildkit = False
+
+    def __init__(self) -> None:
+        from docker.errors import APIError, ImageNotFound, NotFound
+
+        self._client = _client()
+        self._api_error, self._not_found = APIError, (ImageNotFound, NotFound)
+
+    def default_network(self) -> str | None:
+        names = {network.name for network in self._client.networks.list()}
+        return None if "bridge" in names else "host"
+
+    def local_image_id(self, ref: str) -> str | None:
+        try:
+            return str(self._client.images.get(ref).id)
+        except self._not_found:
+            return None
+        except self._api_error as exc:
+            raise EngineError(f"cannot inspect local image {ref}: {exc}") from None
+
+    def registry_digest(self, ref: str) -> str | None:
+        try:
+            digest = self._client.images.get_registry_data(ref).id
+        except self._not_found:
+            return None
+        except self._api_error as exc:
+            if "manifest unknown" in str(exc) or "not found" in str(exc):
+                return None
+            raise EngineError(f"cannot read {ref} from its registry: {exc}") from None
+        if not SHA256_DIGEST_RE.fullmatch(str(digest)):
+            raise EngineError(f"the registry returned no valid sha256 digest for {ref}: {digest!r}")
+        return str(digest)
+
+    def build(
+        self,
+        context: Path,
+        targets: Mapping[str, str],
+        *,
+        push: bool,
+        network: str | None,
+        on_line: LineSink,
+    ) -> dict[str, BuiltImage]:
+        built: dict[str, BuiltImage] = {}
+        for target, ref in targets.items():
+            chunks = self._client.api.build(
+                path=str(context), target=target, tag=ref, network_mode=network, rm=True, decode=True
+            )
+            self._follow(chunks, on_line, what=f"classic build of target {target!r}")
+            image_id = self.local_image_id(ref)
+            if image_id is None:
+                raise EngineError(
+                    f"the classic builder reported success for {ref}, but the image is missing."
+                )
+            built[target] = self.push(ref, on_line=on_line) if push else BuiltImage.local(ref, image_id)
+        return built
+
+    def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:
+        parsed = parse_reference(ref)
+        chunks = self._client.api.push(parsed.name, tag=parsed.tag, stream=True, decode=True)
+        self._follow(chunks, on_line, what=f"push of {ref}")
+        digest = self.registry_digest(ref)
+        if digest is None:
+            raise EngineError(f"pushed {ref}, but its registry does not know the tag.")
+        return BuiltImage.pushed(ref, digest)
+
+    def _follow(self, chunks: Iterator[dict[str, Any]], on_line: LineSink, *, what: str) -> None:
+        try:
+            for chunk in chunks:
+                if "error" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    raise EngineError(f"{what} failed: {str(detail).strip()}")
+                text = chunk.get("stream") or chunk.get("status")
+                if text:
+                    for line in str(text).splitlines():
+                        if line.strip():
+                            on_line(line)
+        except self._api_error as exc:
+            raise EngineError(f"{what} failed: {exc}") from None

@@ -1,0 +1,76 @@
+"""Run the `docker` CLI: argv lists only (never a shell), output streamed or captured, errors wrapped."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+from collections.abc import Callable, Sequence
+
+from mreg.errors import EngineError
+
+LineSink = Callable[[str], None]
+TAIL_LINES = 25
+
+
+def stream(argv: Sequence[str], *, on_line: LineSink, what: str) -> None:
+    """Run `argv`, passing each output line (stdout and stderr merged) to `on_line`.
+
+    On failure raise EngineError naming `what` with the output's last lines. On any interruption
+    (Ctrl-C, SIGTERM turned into an exception) the child is stopped before the exception goes on.
+    """
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+    except OSError as exc:
+        raise EngineError(f"{what} could not start {argv[0]!r}: {exc.strerror}.") from None
+    try:
+        assert proc.stdout is not None  # noqa: S101 - set by stdout=PIPE
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            tail.append(line)
+            on_line(line)
+        returncode = proc.wait()
+    except BaseException:
+        _stop(proc)
+        raise
+    if returncode != 0:
+        output = "\n".join(f"  {line}" for line in tail)
+        raise EngineError(f"{what} failed (exit code {returncode}). Last lines of its output:\n{output}")
+
+
+def run(argv: Sequence[str], *, what: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `argv` to completion, capturing its output; only a failure to start raises."""
+    try:
+        return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise EngineError(f"{what} could not start {argv[0]!r}: {exc.strerror}.") from None
+
+
+def capture(argv: Sequence[str], *, what: str, stdin: str | None = None) -> str:
+    """Run `argv` to completion and return its stdout; on failure raise EngineError with its stderr."""
+    result = run(argv, what=what, stdin=stdin)
+    if result.returncode != 0:
+        raise EngineError(f"{what} failed (exit code {result.returncode}): {error_text(result)}")
+    return result.stdout
+
+
+def error_text(result: subprocess.CompletedProcess[str]) -> str:
+    """The useful part of a failed command's output."""
+    return (result.stderr or result.stdout).strip() or "no output"
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

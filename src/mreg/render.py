@@ -1,0 +1,190 @@
+"""Spec -> Dockerfile text and build context. Pure and deterministic: the same spec gives the same bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import jinja2
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from mreg.errors import SpecError
+from mreg.spec import GROUPS, STAGES, Spec
+
+UV_VERSION = "0.13.9"
+TEMPLATE_NAME = "Dockerfile.j2"
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+APP_DIR = "/app"
+IGNORED_NAMES = frozenset({"__pycache__", ".git", ".mreg", ".venv"})
+
+LABEL_PREFIX = "io.mreg."
+OCI_PREFIX = "org.opencontainers.image."
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """A rendered Dockerfile and the files it copies (context path -> source file)."""
+
+    dockerfile: str
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def digest(self) -> str:
+        """SHA-256 over the Dockerfile and every copied file's path, mode and bytes."""
+        sha = hashlib.sha256()
+        for name, data, executable in self._entries():
+            sha.update(f"{len(name)}:{name}:{int(executable)}:{len(data)}:".encode())
+            sha.update(data)
+        return sha.hexdigest()
+
+    def tag(self, stage: str) -> str:
+        """The image tag of `stage`: stage name plus a digest prefix of the whole context."""
+        return f"{stage}-{self.digest()[:16]}"
+
+    def write(self, directory: Path) -> None:
+        """Write the complete context: `docker buildx build DIR` then reproduces mreg's build."""
+        for name, data, executable in self._entries():
+            target = directory / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            target.chmod(0o755 if executable else 0o644)
+
+    def _entries(self) -> list[tuple[str, bytes, bool]]:
+        entries = [("Dockerfile", self.dockerfile.encode(), False)]
+        for name in sorted(self.files):
+            source = self.files[name]
+            entries.append((name, source.read_bytes(), os.access(source, os.X_OK)))
+        return entries
+
+
+def render(spec: Spec, *, buildkit: bool = True) -> BuildContext:
+    """Render the spec's Dockerfile (BuildKit features on or off) and collect the files it copies."""
+    files: dict[str, Path] = {}
+    copies: dict[str, list[tuple[str, str]]] = {}
+    for stage in STAGES:
+        copies[stage] = []
+        for relative in sorted(spec.stages_for(stage).copy_):
+            source = spec.resolve_path(relative)
+            name = PurePosixPath(relative).name
+            context_path = f"stages/{stage}/{name}"
+            files.update(_collect(source, context_path))
+            copies[stage].append((context_path, f"{APP_DIR}/{name}"))
+    variables = template_variables(spec, buildkit=buildkit)
+    variables["files"] = copies
+    template_dir = spec.resolve_path(spec.render.template_dir) if spec.render.template_dir else None
+    try:
+        text = _environment(template_dir).get_template(TEMPLATE_NAME).render(variables)
+    except jinja2.TemplateError as exc:
+        where = f"{template_dir}/{TEMPLATE_NAME}" if template_dir else f"built-in {TEMPLATE_NAME}"
+        raise SpecError(f"{where}: cannot be rendered: {exc}.") from None
+    return BuildContext(dockerfile=_tidy(text), files=files)
+
+
+def template_variables(spec: Spec, *, buildkit: bool) -> dict[str, Any]:
+    """What a template receives (documented in the README). Lists are sorted for stable output."""
+    return {
+        "model_name": spec.model.name,
+        "python_version": spec.python.version,
+        "python_check": _python_check(spec.python.version),
+        "base_image": spec.python.image,
+        "buildkit": buildkit,
+        "uv_version": UV_VERSION,
+        "packages": {group: _sorted_requirements(getattr(spec.packages, group)) for group in GROUPS},
+        "system_packages": {group: sorted(getattr(spec.system_packages, group)) for group in GROUPS},
+        "commands": {stage: spec.stages_for(stage).command for stage in STAGES},
+        "stage_labels": {stage: sorted(stage_labels(spec, stage).items()) for stage in STAGES},
+    }
+
+
+def stage_labels(spec: Spec, stage: str) -> dict[str, str]:
+    """OCI and mreg labels of a stage's image, plus the spec's own labels."""
+    labels = dict(spec.images.labels)
+    labels.update(
+        {
+            f"{OCI_PREFIX}title": f"{spec.model.name}-{stage}",
+            f"{OCI_PREFIX}description": f"{stage} image of model {spec.model.name}, built by mreg",
+            f"{OCI_PREFIX}base.name": spec.python.image,
+            f"{LABEL_PREFIX}model": spec.model.name,
+            f"{LABEL_PREFIX}stage": stage,
+            f"{LABEL_PREFIX}python": spec.python.version,
+            f"{LABEL_PREFIX}spec-sha256": spec.digest(),
+            f"{LABEL_PREFIX}requirements": json.dumps(_sorted_requirements(spec.requirements(stage))),
+        }
+    )
+    return labels
+
+
+def shell_quote(value: object) -> str:
+    """A single shell word."""
+    return shlex.quote(str(value))
+
+
+def exec_form(values: list[str]) -> str:
+    """A JSON array for exec-form and COPY instructions."""
+    return json.dumps(list(values), ensure_ascii=True)
+
+
+def label_quote(value: object) -> str:
+    """A double-quoted Dockerfile string: no variable expansion, no line break, no escape of the quote."""
+    text = str(value)
+    if any(char in text for char in "\r\n"):
+        raise ValueError(f"a label cannot hold a line break: {text!r}")
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+@lru_cache(maxsize=8)
+def _environment(template_dir: Path | None) -> jinja2.Environment:
+    builtin = jinja2.FileSystemLoader(BUILTIN_TEMPLATES)
+    loaders: list[jinja2.BaseLoader] = [builtin, jinja2.PrefixLoader({"mreg": builtin})]
+    if template_dir:
+        loaders.insert(0, jinja2.FileSystemLoader(template_dir))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # noqa: S701 - the output is a Dockerfile; the filters below do its quoting
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(sh=shell_quote, json=exec_form, label=label_quote)
+    return env
+
+
+def _python_check(version: str) -> str:
+    message = f'"the base image has Python " + v + ", the spec asks for {version}"'
+    return f'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v == "{version}" else {message})'
+
+
+def _sorted_requirements(requirements: list[str]) -> list[str]:
+    return sorted(requirements, key=lambda text: (canonicalize_name(Requirement(text).name), text))
+
+
+def _collect(source: Path, context_path: str) -> dict[str, Path]:
+    if source.is_file():
+        return {context_path: source}
+    files: dict[str, Path] = {}
+    for directory, subdirs, names in os.walk(source):
+        subdirs[:] = sorted(d for d in subdirs if d not in IGNORED_NAMES)
+        for name in sorted(names):
+            path = Path(directory, name)
+            if path.is_symlink() or not path.is_file() or name.endswith(".pyc"):
+                continue
+            files[f"{context_path}/{path.relative_to(source).as_posix()}"] = path
+    return files
+
+
+def _tidy(text: str) -> str:
+    """Drop the blank lines the template's conditionals leave behind; one blank line before each stage."""
+    lines: list[str] = []
+    for line in filter(str.strip, text.splitlines()):
+        if line.startswith("FROM ") and lines:
+            lines.append("")
+        lines.append(line.rstrip())
+    return "\n".join(lines) + "\n"
