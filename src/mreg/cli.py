@@ -47,9 +47,7 @@ def _spec(ctx: click.Context) -> Spec:
 
 
 @cli.command()
-@click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the Dockerfile here."
-)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the Dockerfile here.")
 @click.option(
     "--context",
     "context_dir",
@@ -150,9 +148,7 @@ def register(ctx: click.Context, model_file: Path, as_json: bool, build_result: 
     if as_json:
         click.echo(record.to_json())
     else:
-        click.echo(
-            f"registered {record.name}:{record.version}  sha256:{record.model.sha256}  {record.model.uri}"
-        )
+        click.echo(f"registered {record.name}:{record.version}  sha256:{record.model.sha256}  {record.model.uri}")
 
 
 @cli.command()
@@ -249,9 +245,7 @@ def _upload_progress(total: int) -> Iterator[Callable[[int], None] | None]:
     if not console.is_terminal:
         yield None
         return
-    with Progress(
-        *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console
-    ) as bar:
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
         task = bar.add_task("uploading", total=total)
         yield lambda count: bar.advance(task, count)
 
@@ -279,6 +273,4 @@ def _describe(record: Record) -> str:
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
     for row in (header, *rows):
-        click.echo(
-            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -51,9 +51,7 @@ def build(
 ) -> BuildResult:
     """Build (and push) the spec's images; images whose content tag already exists are reused."""
     if push and not spec.images.repository:
-        raise InvalidInputError(
-            f'{spec.source}: --push needs images.repository (e.g. "registry:5000/team/model").'
-        )
+        raise InvalidInputError(f'{spec.source}: --push needs images.repository (e.g. "registry:5000/team/model").')
     context = render(spec, buildkit=engine.buildkit)
     repository = spec.images.repository or f"mreg/{spec.model.name}"
     refs: dict[Stage, str] = {stage: f"{repository}:{context.tag(stage)}" for stage in targets}
@@ -124,19 +122,14 @@ def load_build_result(spec: Spec, path: Path | None = None) -> BuildResult:
         raise InvalidInputError(f"{path}: no build result; run `mreg build` first.") from None
     except (OSError, ValidationError) as exc:
         raise InvalidInputError(f"{path}: not a build result written by mreg build ({exc}).") from None
-    if (
-        result.spec_sha256 != spec.digest()
-        or result.context_sha256 != render(spec, buildkit=result.buildkit).digest()
-    ):
+    if result.spec_sha256 != spec.digest() or result.context_sha256 != render(spec, buildkit=result.buildkit).digest():
         raise InvalidInputError(
             f"{path}: the images were built from another version of {spec.source} or of the files it copies; "
             "run `mreg build` again."
         )
     absent = [stage for stage in STAGES if stage not in result.images]
     if absent:
-        raise InvalidInputError(
-            f"{path}: no {' or '.join(absent)} image was built; run `mreg build --target all`."
-        )
+        raise InvalidInputError(f"{path}: no {' or '.join(absent)} image was built; run `mreg build --target all`.")
     return result
 
 

@@ -46,7 +46,7 @@ class Record(_Frozen):
     """One immutable version of a model: its binary, its images and the packages they hold."""
 
     schema_version: Literal[1] = 1
-    name: str = Field(pattern=MODEL_NAME_RE.pattern)
+    name: str = Field(pattern=f"^{MODEL_NAME_RE.pattern}$")
     version: int = Field(ge=1)
     model: ModelFile
     images: dict[Literal["train", "serve"], ImageRecord]
@@ -178,11 +178,7 @@ class FileRecordStore:
     def _numbers(directory: Path) -> list[int]:
         if not directory.is_dir():
             return []
-        return [
-            int(entry.stem)
-            for entry in directory.iterdir()
-            if entry.suffix == ".json" and entry.stem.isdigit()
-        ]
+        return [int(entry.stem) for entry in directory.iterdir() if entry.suffix == ".json" and entry.stem.isdigit()]
 
     def _link_new(self, directory: Path, version: int, text: str) -> bool:
         """Write the record to a temporary file, then link it into place: False when the version exists."""

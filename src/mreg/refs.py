@@ -39,22 +39,16 @@ def parse_reference(text: str) -> ImageReference:
     """Parse an image reference; raise ValueError with the reason when it is not one."""
     match = REFERENCE_RE.fullmatch(text)
     if match is None:
-        raise ValueError(
-            "is not a valid image reference ([registry[:port]/]name[:tag][@digest], lower-case path)"
-        )
+        raise ValueError("is not a valid image reference ([registry[:port]/]name[:tag][@digest], lower-case path)")
     if len(match["name"]) > MAX_NAME_LENGTH:
-        raise ValueError(
-            f"is not a valid image reference (the name is longer than {MAX_NAME_LENGTH} characters)"
-        )
+        raise ValueError(f"is not a valid image reference (the name is longer than {MAX_NAME_LENGTH} characters)")
     return ImageReference(match["name"], match["tag"], match["digest"])
 
 
 def parse_repository(text: str) -> str:
     """Validate a repository name (no tag, no digest); raise ValueError with the reason."""
     if NAME_RE.fullmatch(text) is None:
-        raise ValueError(
-            "is not a valid image repository ([registry[:port]/]path, lower-case, no tag or digest)"
-        )
+        raise ValueError("is not a valid image repository ([registry[:port]/]path, lower-case, no tag or digest)")
     if len(text) > MAX_NAME_LENGTH:
         raise ValueError(f"is not a valid image repository (longer than {MAX_NAME_LENGTH} characters)")
     return text

@@ -224,9 +224,7 @@ class Spec(_Table):
                 key = f"stages.{stage}.copy[{index}]"
                 base = PurePosixPath(path).name
                 if base in names:
-                    raise _fail(
-                        _describe(key, path, f"would overwrite /app/{base}, already copied by {names[base]}")
-                    )
+                    raise _fail(_describe(key, path, f"would overwrite /app/{base}, already copied by {names[base]}"))
                 names[base] = key
         return self
 
@@ -259,8 +257,13 @@ class Spec(_Table):
         return (self.root / relative).resolve()
 
     def digest(self) -> str:
-        """SHA-256 of the spec's canonical JSON form: comments and key order do not change it."""
-        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        """SHA-256 of the spec's canonical JSON form: comments, key and package order do not change it."""
+        data = self.model_dump(mode="json", by_alias=True)
+        for table in ("packages", "system_packages"):
+            data[table] = {group: sorted(items) for group, items in data[table].items()}
+        for stage in STAGES:
+            data["stages"][stage]["copy"].sort()
+        canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -270,9 +273,7 @@ def load_spec(path: Path | str) -> Spec:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise SpecError(
-            f"{path}: file not found (pass --spec PATH or run mreg beside registry.toml)."
-        ) from None
+        raise SpecError(f"{path}: file not found (pass --spec PATH or run mreg beside registry.toml).") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot be read ({exc}).") from None
     try:
@@ -349,9 +350,7 @@ def _explain(exc: ValidationError, data: dict[str, Any]) -> Iterator[str]:
 def _allowed_keys(loc: tuple[int | str, ...]) -> str:
     model: Any = Spec
     for part in loc:
-        field = model.model_fields.get(part) or next(
-            (f for f in model.model_fields.values() if f.alias == part), None
-        )
+        field = model.model_fields.get(part) or next((f for f in model.model_fields.values() if f.alias == part), None)
         model = field.annotation if field else None
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return "none"
@@ -378,11 +377,7 @@ def _has_control(text: str) -> bool:
 
 def _missing_files(spec: Spec) -> Iterator[str]:
     root = spec.root.resolve()
-    named = [
-        (f"stages.{stage}.copy[{i}]", p)
-        for stage in STAGES
-        for i, p in enumerate(spec.stages_for(stage).copy_)
-    ]
+    named = [(f"stages.{stage}.copy[{i}]", p) for stage in STAGES for i, p in enumerate(spec.stages_for(stage).copy_)]
     if spec.render.template_dir:
         named.append(("render.template_dir", spec.render.template_dir))
     for key, relative in named:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
-from urllib.parse import unquote, urlparse
 
 from mreg.errors import IntegrityError, InvalidInputError, StorageError
 
@@ -34,13 +33,8 @@ class ObjectStore(Protocol):
     def put_file(self, path: Path, *, on_progress: Progress | None = None) -> StoredObject:
         """Store the file's bytes, hashing them in the same read; return it once stored and verified."""
 
-    def fetch(self, uri: str, sha256: str, destination: Path) -> None:
-        """Download `uri` to `destination`, refusing bytes that do not hash to `sha256`."""
 
-
-def hash_stream(
-    source: BinaryIO, sink: BinaryIO | None = None, on_progress: Progress | None = None
-) -> tuple[str, int]:
+def hash_stream(source: BinaryIO, sink: BinaryIO | None = None, on_progress: Progress | None = None) -> tuple[str, int]:
     """SHA-256 and size of a stream, copying it to `sink` in the same pass."""
     sha, size = hashlib.sha256(), 0
     while chunk := source.read(CHUNK):
@@ -89,20 +83,6 @@ class FileObjectStore:
             raise IntegrityError(f"{final} does not hash to {sha256} after it was written.")
         return StoredObject(uri=final.as_uri(), sha256=sha256, size=size)
 
-    def fetch(self, uri: str, sha256: str, destination: Path) -> None:
-        source = file_uri_path(uri)
-        try:
-            with source.open("rb") as reader, _temporary_file(destination.parent) as (handle, temporary):
-                actual, _ = hash_stream(reader, handle)
-                handle.close()
-                if actual != sha256:
-                    raise IntegrityError(f"{uri} hashes to {actual}, the record says {sha256}.")
-                temporary.replace(destination)
-        except FileNotFoundError:
-            raise StorageError(f"{uri} does not exist.") from None
-        except OSError as exc:
-            raise StorageError(f"cannot copy {uri} to {destination}: {exc}.") from None
-
 
 def open_object_store(uri: str, root: Path) -> ObjectStore:
     """The object store behind `uri`; a relative `file://` path resolves against `root`."""
@@ -114,14 +94,6 @@ def local_root(uri: str, root: Path) -> Path:
     if not uri.startswith("file://"):
         raise InvalidInputError(f"{uri}: unsupported store URI (use file://PATH).")
     return (root / uri.removeprefix("file://")).resolve()
-
-
-def file_uri_path(uri: str) -> Path:
-    """The local path of an absolute `file://` URI."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
-        raise InvalidInputError(f"{uri}: not an absolute file:// URI.")
-    return Path(unquote(parsed.path))
 
 
 @contextlib.contextmanager

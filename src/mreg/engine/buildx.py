@@ -53,9 +53,7 @@ class BuildxEngine:
         return None if "bridge" in names.split() else "host"
 
     def local_image_id(self, ref: str) -> str | None:
-        result = run(
-            ["docker", "image", "inspect", "--format", "{{.Id}}", "--", ref], what="docker image inspect"
-        )
+        result = run(["docker", "image", "inspect", "--format", "{{.Id}}", "--", ref], what="docker image inspect")
         if result.returncode == 0:
             return result.stdout.strip()
         if "No such image" in result.stderr:

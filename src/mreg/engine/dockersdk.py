@@ -81,9 +81,7 @@ class DockerSdkEngine:
             self._follow(chunks, on_line, what=f"classic build of target {target!r}")
             image_id = self.local_image_id(ref)
             if image_id is None:
-                raise EngineError(
-                    f"the classic builder reported success for {ref}, but the image is missing."
-                )
+                raise EngineError(f"the classic builder reported success for {ref}, but the image is missing.")
             built[target] = self.push(ref, on_line=on_line) if push else BuiltImage.local(ref, image_id)
         return built
 

@@ -1,0 +1,24 @@
+# One command for each job. A virtualenv in .venv holds mreg and its test tools.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/mreg: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/mreg  ## build, train, register and serve the bundled example (needs a Docker engine)
+	MREG=$(BIN)/mreg bash examples/iris/demo.sh
+
+test: $(BIN)/mreg  ## unit and end-to-end tests (the end-to-end ones need a Docker engine)
+	$(BIN)/pytest
+
+lint: $(BIN)/mreg
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .mreg out .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""`python -m mreg`."""
+
+from mreg.cli import main
+
+main()

@@ -1,0 +1,117 @@
+"""Both engine backends on a small spec: hostile values arrive verbatim, failures are reported clearly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port, mreg
+
+pytestmark = pytest.mark.docker
+
+NOTE = "it's \"quoted\" $HOME ${PATH} \\ back`id`"
+SPEC = """
+[model]
+name = "tiny"
+[python]
+base_image = "python:3.11-slim"
+[packages]
+shared = {shared}
+[images]
+{repository}
+[images.labels]
+note = {note}
+[stages.serve]
+copy = ["app.py"]
+command = ["python", "app.py", "$HOME"]
+"""
+
+
+def tiny_project(directory: Path, *, repository: str | None = None, shared: tuple[str, ...] = ()) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "app.py").write_text("import sys\nprint('tiny says', *sys.argv[1:])\n")
+    text = SPEC.format(
+        shared=json.dumps(list(shared)),
+        repository=f'repository = "{repository}"' if repository else "",
+        note=json.dumps(NOTE),
+    )
+    (directory / "registry.toml").write_text(text)
+    return directory
+
+
+def labels(image: str) -> dict[str, str]:
+    inspected = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, str] = json.loads(inspected.stdout)
+    return result
+
+
+@pytest.mark.parametrize("engine", ["buildx", "docker"])
+def test_engine_builds_pushes_and_keeps_hostile_values_verbatim(tmp_path: Path, registry: str, engine: str) -> None:
+    project = tiny_project(tmp_path, repository=f"{registry}/tiny-{engine}")
+    result = mreg("build", "--push", "--json", "--engine", engine, cwd=project)
+    built = json.loads(result.stdout)
+    for stage in ("train", "serve"):
+        assert built[stage]["image"] == f"{registry}/tiny-{engine}@{built[stage]['digest']}"
+        assert labels(built[stage]["image"])["note"] == NOTE
+    saved = json.loads((project / ".mreg" / "build.json").read_text())
+    assert saved["buildkit"] is (engine == "buildx")
+    ran = subprocess.run(
+        ["docker", "run", "--rm", "--network", "host", built["serve"]["image"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert ran.stdout.strip() == "tiny says $HOME"
+
+
+def test_local_build_without_repository_gives_runnable_image_ids(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path)
+    built = json.loads(mreg("build", "--json", cwd=project).stdout)
+    for stage in ("train", "serve"):
+        assert built[stage]["ref"].startswith(f"mreg/tiny:{stage}-")
+        assert built[stage]["image"] == built[stage]["digest"]
+        assert built[stage]["digest"].startswith("sha256:")
+    ran = subprocess.run(["docker", "run", "--rm", "--network", "host", built["serve"]["image"]], capture_output=True, text=True, check=True)
+    assert ran.stdout.startswith("tiny says")
+
+
+def test_failed_build_exits_4_with_the_output_tail_and_saves_nothing(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path, shared=("mreg-no-such-distribution-anywhere==1.0",))
+    result = mreg("build", cwd=project, check=False)
+    assert result.returncode == 4
+    assert "error: docker buildx build of target 'train' failed" in result.stderr
+    assert "mreg-no-such-distribution-anywhere" in result.stderr.split("error:", 1)[1]
+    assert "Traceback" not in result.stderr
+    assert not (project / ".mreg" / "build.json").exists()
+
+
+def test_bad_spec_is_refused_before_any_build(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path, shared=("numpy; echo pwned",))
+    result = mreg("build", cwd=project, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: registry.toml: packages.shared[0] = \"numpy; echo pwned\"")
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_push_needs_a_repository(tmp_path: Path) -> None:
+    result = mreg("build", "--push", cwd=tiny_project(tmp_path), check=False)
+    assert result.returncode == 2
+    assert "--push needs images.repository" in result.stderr
+
+
+def test_unreachable_registry_fails_clearly(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path, repository=f"127.0.0.1:{free_port()}/tiny")
+    result = mreg("build", "--push", cwd=project, check=False)
+    assert result.returncode == 4
+    assert "connection refused" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (project / ".mreg" / "build.json").exists()

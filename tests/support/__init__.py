@@ -1,0 +1,73 @@
+"""Helpers shared by the test tiers: run the real CLI, copy the bundled example, wait for services."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def mreg(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `mreg` command line in `cwd`; with check, fail with its output when it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mreg", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"mreg {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def mreg_json(*args: str, cwd: Path) -> Any:
+    """Run mreg with --json and parse its stdout."""
+    return json.loads(mreg(*args, "--json", cwd=cwd).stdout)
+
+
+def copy_example(target: Path, *, repository: str | None = None) -> Path:
+    """The bundled example (registry.toml and examples/iris) in a fresh directory; returns it."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REPO / "examples" / "iris", target / "examples" / "iris")
+    text = (REPO / "registry.toml").read_text()
+    if repository:
+        marker = '# repository = "registry.example.com/ml/iris-rf"'
+        assert marker in text
+        text = text.replace(marker, f'repository = "{repository}"')
+    (target / "registry.toml").write_text(text)
+    return target
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, *, timeout: float = 60.0) -> requests.Response:
+    """GET `url` until it answers below 500; TimeoutError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(url, timeout=2)
+            if response.status_code < 500:
+                return response
+        except requests.RequestException as exc:
+            last = exc
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout} s (last error: {last})")

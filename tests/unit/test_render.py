@@ -1,0 +1,149 @@
+"""Rendering: golden Dockerfiles, determinism, hostile values quoted, user templates."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import dockerfile
+import pytest
+
+from mreg.errors import SpecError
+from mreg.render import render
+from mreg.spec import load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "data" / "golden"
+UPDATE = os.environ.get("MREG_UPDATE_GOLDEN") == "1"
+
+HOSTILE = """
+[model]
+name = "evil"
+[packages]
+shared = ["numpy>=1.26; platform_release == \\"$(touch /tmp/pwned)'\\"", "requests[socks]>=2 ; os_name != \\"`id`\\""]
+serve = ["flask"]
+[system_packages]
+serve = ["libpq5", "g++"]
+[images.labels]
+"note" = "it's \\"quoted\\" $HOME ${PATH} \\\\ back`id`"
+[stages.serve]
+command = ["sh", "-c", "echo \\"$HOME\\" && exit 0"]
+"""
+
+
+def check_golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if UPDATE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} changed; rerun with MREG_UPDATE_GOLDEN=1 if that is intended"
+
+
+def instructions(text: str) -> list[str]:
+    return [command.cmd for command in dockerfile.parse_string(text)]
+
+
+def spec_from(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "registry.toml"
+    path.write_text(text)
+    return load_spec(path)
+
+
+def test_golden_example_buildkit() -> None:
+    check_golden("iris.Dockerfile", render(load_spec(REPO / "registry.toml")).dockerfile)
+
+
+def test_golden_example_classic() -> None:
+    check_golden("iris.classic.Dockerfile", render(load_spec(REPO / "registry.toml"), buildkit=False).dockerfile)
+
+
+def test_stages_and_instruction_order() -> None:
+    text = render(load_spec(REPO / "registry.toml")).dockerfile
+    stages = [c.value[-1] for c in dockerfile.parse_string(text) if c.cmd == "FROM"]
+    assert stages == ["uv", "base", "train", "serve"]
+    serve = text[text.index("FROM base AS serve") :]
+    # cache-friendly order: system packages, then Python packages, then code, labels last
+    assert serve.index("apt-get install") < serve.index("uv pip install") < serve.index("COPY") < serve.index("LABEL")
+    assert instructions(serve)[-1] == "LABEL"
+
+
+def test_same_spec_same_bytes_whatever_the_order(tmp_path: Path) -> None:
+    a = spec_from(tmp_path, '[model]\nname = "m"\n[packages]\nshared = ["b==1", "a==2"]\n')
+    first = render(a)
+    b = spec_from(tmp_path, '[packages]\nshared = ["a==2", "b==1"]\n[model]\nname = "m"\n')
+    second = render(b)
+    assert first.dockerfile.encode() == second.dockerfile.encode()
+    assert first.tag("train") == render(a).tag("train")
+
+
+def test_tag_follows_copied_file_content(tmp_path: Path) -> None:
+    (tmp_path / "serve.py").write_text("print(1)\n")
+    spec = spec_from(tmp_path, '[model]\nname = "m"\n[stages.serve]\ncopy = ["serve.py"]\n')
+    before = render(spec).tag("serve")
+    (tmp_path / "serve.py").write_text("print(2)\n")
+    after = render(spec).tag("serve")
+    assert before != after
+    assert before.startswith("serve-")
+    assert len(before) == len("serve-") + 16
+
+
+def test_context_holds_every_copied_file(tmp_path: Path) -> None:
+    package = tmp_path / "src" / "pkg"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text("x = 1\n")
+    (package / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    spec = spec_from(tmp_path, '[model]\nname = "m"\n[stages.train]\ncopy = ["src/pkg"]\n')
+    context = render(spec)
+    assert sorted(context.files) == ["stages/train/pkg/__init__.py", "stages/train/pkg/model.py"]
+    assert 'COPY ["stages/train/pkg", "/app/pkg"]' in context.dockerfile
+    out = tmp_path / "context"
+    context.write(out)
+    assert (out / "Dockerfile").read_text() == context.dockerfile
+    assert (out / "stages/train/pkg/model.py").read_text() == "x = 1\n"
+
+
+def test_hostile_values_stay_inside_their_quotes(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, HOSTILE)
+    text = render(spec).dockerfile
+    check_golden("hostile.Dockerfile", text)
+    benign = spec_from(tmp_path, '[model]\nname = "evil"\n[packages]\nshared = ["a"]\nserve = ["b"]\n'
+                       '[system_packages]\nserve = ["cc", "dd"]\n[stages.serve]\ncommand = ["x"]\n')  # fmt: skip
+    assert instructions(text) == instructions(render(benign).dockerfile)
+    # every shell line hands its values to the command as whole words, unexpanded
+    base_install = next(c for c in dockerfile.parse_string(text) if c.cmd == "RUN" and "numpy" in c.value[0])
+    words = shlex.split(base_install.value[0])
+    assert set(spec.packages.shared) <= set(words)
+    command = base_install.value[0].split("uv pip install", 1)[1]
+    echoed = subprocess.run(["sh", "-c", f"printf '%s\\n' {command}"], capture_output=True, text=True, check=True)
+    assert echoed.stdout.splitlines()[2:] == sorted(spec.packages.shared, key=lambda r: r.split(">")[0])
+    assert not Path("/tmp/pwned").exists()
+    cmd = next(c for c in dockerfile.parse_string(text) if c.cmd == "CMD")
+    assert cmd.json
+    assert list(cmd.value) == ["sh", "-c", 'echo "$HOME" && exit 0']
+
+
+def test_user_template_extends_the_builtin_one(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "Dockerfile.j2").write_text(
+        '{% extends "mreg/Dockerfile.j2" %}\n'
+        "{% block serve %}{{ super() }}\nHEALTHCHECK CMD {{ ['curl', '-f', 'http://127.0.0.1:8080/'] | json }}\n"
+        "{% endblock %}\n"
+    )
+    spec = spec_from(tmp_path, '[model]\nname = "m"\n[render]\ntemplate_dir = "templates"\n')
+    text = render(spec).dockerfile
+    assert instructions(text)[-1] == "HEALTHCHECK"
+    assert 'HEALTHCHECK CMD ["curl", "-f", "http://127.0.0.1:8080/"]' in text
+
+
+def test_user_template_with_an_unknown_variable_is_refused(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "Dockerfile.j2").write_text("FROM {{ base_imag }}\n")
+    spec = spec_from(tmp_path, '[model]\nname = "m"\n[render]\ntemplate_dir = "templates"\n')
+    with pytest.raises(SpecError) as caught:
+        render(spec)
+    assert str(caught.value) == f"{templates.resolve()}/Dockerfile.j2: cannot be rendered: 'base_imag' is undefined."
