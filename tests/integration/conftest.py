@@ -16,7 +16,9 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk's image ca
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
     """A running Docker engine, or a skip (a failure when CI is set: a skipped e2e test proves nothing)."""
-    result = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         reason = f"no Docker engine ({result.stderr.strip()}); run ../shared/ci/provision-docker.sh"
         if os.environ.get("CI"):

@@ -12,7 +12,7 @@ from tests.support import free_port, mreg
 
 pytestmark = pytest.mark.docker
 
-NOTE = "it's \"quoted\" $HOME ${PATH} \\ back`id`"
+NOTE = 'it\'s "quoted" $HOME ${PATH} \\ back`id`'
 SPEC = """
 [model]
 name = "tiny"
@@ -79,7 +79,12 @@ def test_local_build_without_repository_gives_runnable_image_ids(tmp_path: Path)
         assert built[stage]["ref"].startswith(f"mreg/tiny:{stage}-")
         assert built[stage]["image"] == built[stage]["digest"]
         assert built[stage]["digest"].startswith("sha256:")
-    ran = subprocess.run(["docker", "run", "--rm", "--network", "host", built["serve"]["image"]], capture_output=True, text=True, check=True)
+    ran = subprocess.run(
+        ["docker", "run", "--rm", "--network", "host", built["serve"]["image"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert ran.stdout.startswith("tiny says")
 
 
@@ -97,7 +102,7 @@ def test_bad_spec_is_refused_before_any_build(tmp_path: Path) -> None:
     project = tiny_project(tmp_path, shared=("numpy; echo pwned",))
     result = mreg("build", cwd=project, check=False)
     assert result.returncode == 2
-    assert result.stderr.startswith("error: registry.toml: packages.shared[0] = \"numpy; echo pwned\"")
+    assert result.stderr.startswith('error: registry.toml: packages.shared[0] = "numpy; echo pwned"')
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
 

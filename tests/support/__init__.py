@@ -17,7 +17,9 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 
 
-def mreg(*args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def mreg(
+    *args: str, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `mreg` command line in `cwd`; with check, fail with its output when it fails."""
     result = subprocess.run(
         [sys.executable, "-m", "mreg", *args],

@@ -107,7 +107,9 @@ def test_interrupted_register_leaves_no_record_and_no_partial_object(project: Pa
     with big.open("wb") as handle:
         handle.truncate(3 * 1024**3)  # sparse: cheap to create, slow enough to copy and hash
     objects = project / ".mreg" / "objects" / "sha256"
-    process = subprocess.Popen([sys.executable, "-m", "mreg", "register", "big.bin"], cwd=project, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mreg", "register", "big.bin"], cwd=project, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 30
     while not (objects.is_dir() and any(p.name.startswith(".incoming-") for p in objects.iterdir())):
         assert process.poll() is None, "register finished before it could be interrupted"
