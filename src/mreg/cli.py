@@ -22,6 +22,22 @@ if TYPE_CHECKING:
 STAGE_CHOICES = ("train", "serve", "all")
 
 
+def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--engine` and `--builder`, shared by every command that may talk to Docker."""
+    command = click.option(
+        "--builder", envvar="MREG_BUILDER", help="The buildx builder to use (e.g. a remote BuildKit)."
+    )(command)
+    return click.option(
+        "--engine",
+        "engine_name",
+        type=click.Choice(["auto", "buildx", "docker"]),
+        default="auto",
+        show_default=True,
+        envvar="MREG_ENGINE",
+        help="buildx (BuildKit) or docker (the SDK's classic builder); auto prefers buildx.",
+    )(command)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--spec",
@@ -58,9 +74,11 @@ def _spec(ctx: click.Context) -> Spec:
 @click.pass_context
 def render(ctx: click.Context, output: Path | None, context_dir: Path | None, classic: bool) -> None:
     """Render the multi-stage Dockerfile (base -> train, base -> serve)."""
+    from mreg.lock import load_lock
     from mreg.render import render as render_context
 
-    context = render_context(_spec(ctx), buildkit=not classic)
+    spec = _spec(ctx)
+    context = render_context(spec, load_lock(spec), buildkit=not classic)
     if context_dir is not None:
         context.write(context_dir)
         _say(f"wrote the build context to {context_dir}")
@@ -72,19 +90,28 @@ def render(ctx: click.Context, output: Path | None, context_dir: Path | None, cl
 
 
 @cli.command()
+@click.option("--check", is_flag=True, help="Only check that registry.lock is current; exit 2 when it is not.")
+@click.pass_context
+def lock(ctx: click.Context, check: bool) -> None:
+    """Resolve the packages into registry.lock: exact versions and hashes for both images."""
+    from mreg.lock import load_lock, lock_path, resolve, write_lock
+
+    spec = _spec(ctx)
+    if check:
+        load_lock(spec)
+        _say(f"{lock_path(spec)} is up to date")
+        return
+    resolved = resolve(spec)
+    path = write_lock(spec, resolved)
+    counts = ", ".join(f"{name} {len(resolved.pins(name))}" for name in ("base", "train", "serve"))
+    click.echo(f"wrote {path} for Python {spec.python.version} on {spec.python.platform} ({counts} distributions)")
+
+
+@cli.command()
 @click.option("--target", type=click.Choice(STAGE_CHOICES), default="all", show_default=True)
 @click.option("--push", is_flag=True, help="Push both images to images.repository and pin them by digest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the images as JSON on stdout.")
-@click.option(
-    "--engine",
-    "engine_name",
-    type=click.Choice(["auto", "buildx", "docker"]),
-    default="auto",
-    show_default=True,
-    envvar="MREG_ENGINE",
-    help="buildx (BuildKit) or docker (the SDK's classic builder); auto prefers buildx.",
-)
-@click.option("--builder", envvar="MREG_BUILDER", help="The buildx builder to use (e.g. a remote BuildKit).")
+@engine_options
 @click.option(
     "--network",
     envvar="MREG_BUILD_NETWORK",
@@ -93,6 +120,7 @@ def render(ctx: click.Context, output: Path | None, context_dir: Path | None, cl
     help="Network of the build's RUN steps; auto means host when the engine has no bridge network.",
 )
 @click.option("--rebuild", is_flag=True, help="Build even when images with the same content tag exist.")
+@click.option("--lock", "relock", is_flag=True, help="Write registry.lock first when it is missing or out of date.")
 @click.pass_context
 def build(
     ctx: click.Context,
@@ -103,6 +131,7 @@ def build(
     builder: str | None,
     network: str,
     rebuild: bool,
+    relock: bool,
 ) -> None:
     """Build the train and serve images (and push them)."""
     from mreg import pipeline
@@ -119,6 +148,7 @@ def build(
             push=push,
             network=engine.default_network() if network == "auto" else network or None,
             rebuild=rebuild,
+            relock=relock,
             on_line=on_line,
         )
     if as_json:
@@ -136,15 +166,33 @@ def build(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The build result to register against (default: .mreg/build.json beside the spec).",
 )
+@engine_options
 @click.pass_context
-def register(ctx: click.Context, model_file: Path, as_json: bool, build_result: Path | None) -> None:
-    """Upload MODEL_FILE and write the next version of the model's record."""
+def register(
+    ctx: click.Context,
+    model_file: Path,
+    as_json: bool,
+    build_result: Path | None,
+    engine_name: str,
+    builder: str | None,
+) -> None:
+    """Upload MODEL_FILE and write the next version of the model's record.
+
+    An ONNX model is first loaded by the serve image's onnxruntime; a model it cannot load is refused.
+    """
     from mreg import pipeline
+    from mreg.engine import open_engine
 
     spec = _spec(ctx)
     size = model_file.stat().st_size if model_file.is_file() else 0
     with _upload_progress(size) as on_progress:
-        record = pipeline.register(spec, model_file, build_result=build_result, on_progress=on_progress)
+        record = pipeline.register(
+            spec,
+            model_file,
+            engine=lambda: open_engine(engine_name, builder=builder),  # type: ignore[arg-type]
+            build_result=build_result,
+            on_progress=on_progress,
+        )
     if as_json:
         click.echo(record.to_json())
     else:
@@ -163,6 +211,29 @@ def show(ctx: click.Context, model_ref: str, as_json: bool) -> None:
     name, version = parse_model_ref(model_ref)
     record = open_record_store(spec.registry.uri, spec.root).get(name, version)
     click.echo(record.to_json() if as_json else _describe(record))
+
+
+@cli.command()
+@click.argument("model_ref", metavar="NAME[:VERSION]")
+@click.option("--stage", type=click.Choice(["train", "serve"]), default="serve", show_default=True)
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["requirements", "python-env", "conda"]),
+    default="requirements",
+    show_default=True,
+    help="requirements.txt, MLflow's python_env.yaml, or conda.yaml.",
+)
+@click.pass_context
+def deps(ctx: click.Context, model_ref: str, stage: str, output: str) -> None:
+    """Print the exact packages recorded for one image of a model version."""
+    from mreg.export import export
+    from mreg.records import open_record_store, parse_model_ref
+
+    spec = _spec(ctx)
+    name, version = parse_model_ref(model_ref)
+    record = open_record_store(spec.registry.uri, spec.root).get(name, version)
+    click.echo(export(record, stage, output), nl=False)  # type: ignore[arg-type]
 
 
 @cli.command("list")
@@ -223,13 +294,24 @@ def _say(message: str) -> None:
 
 @contextmanager
 def _progress(title: str) -> Iterator[Callable[[str], None]]:
-    """Build output on stderr: a live line under a spinner on a terminal, plain lines otherwise."""
+    """Build output on stderr: a live line under a spinner on a terminal, plain lines otherwise.
+
+    Nothing is shown before the first line, so that input refused up front prints only its error.
+    """
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)
     if not console.is_terminal:
-        _say(f"mreg: {title}")
-        yield _say
+        started = False
+
+        def plain(line: str) -> None:
+            nonlocal started
+            if not started:
+                _say(f"mreg: {title}")
+                started = True
+            _say(line)
+
+        yield plain
         return
     with console.status(title) as status:
         yield lambda line: status.update(f"{title}\n[dim]{_clip(line)}[/dim]")

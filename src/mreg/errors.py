@@ -19,6 +19,10 @@ class SpecError(InvalidInputError):
     """`registry.toml` (or a file it names) is not valid."""
 
 
+class LockError(InvalidInputError):
+    """The spec's packages cannot be resolved into one consistent lock."""
+
+
 class NotFoundError(MregError):
     """A model, version, alias or object does not exist."""
 
@@ -41,6 +45,12 @@ class IntegrityError(MregError):
     """Bytes or digests do not match what a record says they are."""
 
     exit_code = 6
+
+
+class SkewError(MregError):
+    """The built images do not hold the same versions of the distributions they share, or not the lock's."""
+
+    exit_code = 7
 
 
 class Interrupted(MregError):

@@ -13,13 +13,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mreg.engine import BuiltImage, Engine
-from mreg.errors import InvalidInputError
+from mreg.errors import InvalidInputError, SkewError
+from mreg.lock import ensure_lock, load_lock
+from mreg.onnx_model import check_serve_runtime, read_onnx
 from mreg.records import GitInfo, ImageRecord, ModelFile, Record, open_record_store
 from mreg.render import render
-from mreg.spec import STAGES, Spec
+from mreg.skew import ImageEnvironment, check_environments, inspect_image
+from mreg.spec import STAGES, Spec, Stage
 from mreg.storage import Progress, open_object_store
 
-Stage = Literal["train", "serve"]
+Group = Literal["shared", "train", "serve"]
 LineSink = Callable[[str], None]
 BUILD_RESULT = "build.json"
 
@@ -33,6 +36,7 @@ class BuildResult(BaseModel):
     context_sha256: str
     buildkit: bool
     images: dict[Stage, ImageRecord]
+    environments: dict[Stage, ImageEnvironment]
 
     def summary(self) -> dict[str, dict[str, str]]:
         """The `build --json` document: each stage's ref, digest and pinned image."""
@@ -47,32 +51,57 @@ def build(
     push: bool = False,
     network: str | None = None,
     rebuild: bool = False,
+    relock: bool = False,
     on_line: LineSink = lambda line: None,
 ) -> BuildResult:
-    """Build (and push) the spec's images; images whose content tag already exists are reused."""
+    """Build the spec's images from its lock, check them for skew, then push them when asked.
+
+    Images whose content tag already exists (locally, or in the registry when pushing) are reused. Images
+    that fail the skew guard are untagged, so that the next build does not reuse them.
+    """
     if push and not spec.images.repository:
         raise InvalidInputError(f'{spec.source}: --push needs images.repository (e.g. "registry:5000/team/model").')
-    context = render(spec, buildkit=engine.buildkit)
+    lock = ensure_lock(spec, relock=relock)
+    context = render(spec, lock, buildkit=engine.buildkit)
+    saved = _saved_result(spec, context.digest())
     repository = spec.images.repository or f"mreg/{spec.model.name}"
     refs: dict[Stage, str] = {stage: f"{repository}:{context.tag(stage)}" for stage in targets}
-    images: dict[str, BuiltImage] = {}
+    images: dict[Stage, BuiltImage] = {}
     missing: dict[str, str] = {}
     for stage, ref in refs.items():
-        existing = None if rebuild else _existing(engine, ref, push=push, on_line=on_line)
+        existing = None if rebuild else _existing(engine, ref, in_registry=push)
         if existing is None:
             missing[stage] = ref
         else:
             on_line(f"[{stage}] {ref} is up to date ({existing.digest})")
             images[stage] = existing
+    fresh: dict[str, BuiltImage] = {}
     if missing:
         with tempfile.TemporaryDirectory(prefix="mreg-context-") as directory:
             context.write(Path(directory))
-            images.update(engine.build(Path(directory), missing, push=push, network=network, on_line=on_line))
+            fresh = engine.build(Path(directory), missing, network=network, on_line=on_line)
+    images.update({stage: fresh[stage] for stage in refs if stage in fresh})
+    environments = dict(saved.environments) if saved else {}
+    for stage in refs:
+        if stage in fresh or stage not in environments:
+            on_line(f"[{stage}] listing the distributions installed in {images[stage].ref}")
+            environments[stage] = inspect_image(engine, images[stage].image)
+    try:
+        check_environments(environments, lock)
+    except SkewError:
+        for image in fresh.values():
+            engine.remove(image.ref)
+        raise
+    if push:
+        for stage, image in images.items():
+            if not image.in_registry:
+                images[stage] = engine.push(image.ref, on_line=on_line)
     result = BuildResult(
         spec_sha256=spec.digest(),
         context_sha256=context.digest(),
         buildkit=engine.buildkit,
-        images={stage: _image_record(images[stage]) for stage in refs},
+        images={**(saved.images if saved else {}), **{stage: _image_record(images[stage]) for stage in refs}},
+        environments=environments,
     )
     return _save_build_result(spec, result)
 
@@ -81,13 +110,20 @@ def register(
     spec: Spec,
     model_file: Path,
     *,
+    engine: Callable[[], Engine],
     build_result: Path | None = None,
     on_progress: Progress | None = None,
 ) -> Record:
-    """Upload the model binary, then write the next immutable version of the model's record."""
+    """Upload the model binary, then write the next immutable version of the model's record.
+
+    An ONNX model is first opened by the serve image's onnxruntime (`engine` is only opened for that).
+    """
     built = load_build_result(spec, build_result)
     if not model_file.is_file():
         raise InvalidInputError(f"{model_file}: no such model file.")
+    onnx = read_onnx(model_file)
+    if onnx is not None:
+        onnx = check_serve_runtime(engine(), built.images["serve"].image, model_file, onnx)
     stored = open_object_store(spec.storage.uri, spec.root).put_file(model_file, on_progress=on_progress)
     model = ModelFile(uri=stored.uri, sha256=stored.sha256, size=stored.size, filename=model_file.name)
     git = git_info(spec.root)
@@ -99,15 +135,12 @@ def register(
             version=version,
             model=model,
             images=dict(built.images),
-            packages={
-                "shared": sorted(spec.packages.shared),
-                "train": sorted(spec.packages.train),
-                "serve": sorted(spec.packages.serve),
-            },
-            python=spec.python.version,
+            packages=recorded_packages(built.environments["train"], built.environments["serve"]),
+            python=built.environments["serve"].python,
             spec_sha256=built.spec_sha256,
             created_at=created_at,
             git=git,
+            onnx=onnx,
         )
 
     return open_record_store(spec.registry.uri, spec.root).create(spec.model.name, make)
@@ -122,15 +155,30 @@ def load_build_result(spec: Spec, path: Path | None = None) -> BuildResult:
         raise InvalidInputError(f"{path}: no build result; run `mreg build` first.") from None
     except (OSError, ValidationError) as exc:
         raise InvalidInputError(f"{path}: not a build result written by mreg build ({exc}).") from None
-    if result.spec_sha256 != spec.digest() or result.context_sha256 != render(spec, buildkit=result.buildkit).digest():
+    current = render(spec, load_lock(spec), buildkit=result.buildkit).digest()
+    if result.spec_sha256 != spec.digest() or result.context_sha256 != current:
         raise InvalidInputError(
             f"{path}: the images were built from another version of {spec.source} or of the files it copies; "
             "run `mreg build` again."
         )
-    absent = [stage for stage in STAGES if stage not in result.images]
+    absent = [stage for stage in STAGES if stage not in result.images or stage not in result.environments]
     if absent:
         raise InvalidInputError(f"{path}: no {' or '.join(absent)} image was built; run `mreg build --target all`.")
     return result
+
+
+def recorded_packages(train: ImageEnvironment, serve: ImageEnvironment) -> dict[Group, list[str]]:
+    """The exact installed sets as `name==version`: in both images (`shared`), and in one image only."""
+    common = set(train.packages) & set(serve.packages)
+
+    def pins(packages: dict[str, str], names: Iterable[str]) -> list[str]:
+        return [f"{name}=={packages[name]}" for name in sorted(names)]
+
+    return {
+        "shared": pins(train.packages, common),
+        "train": pins(train.packages, set(train.packages) - common),
+        "serve": pins(serve.packages, set(serve.packages) - common),
+    }
 
 
 def git_info(directory: Path) -> GitInfo | None:
@@ -152,28 +200,31 @@ def _image_record(image: BuiltImage) -> ImageRecord:
     return ImageRecord(ref=image.ref, digest=image.digest, image=image.image)
 
 
-def _existing(engine: Engine, ref: str, *, push: bool, on_line: LineSink) -> BuiltImage | None:
-    if push:
+def _existing(engine: Engine, ref: str, *, in_registry: bool) -> BuiltImage | None:
+    """The image already tagged `ref`: in the registry when pushing, else (or then) in the engine."""
+    if in_registry:
         digest = engine.registry_digest(ref)
         if digest is not None:
             return BuiltImage.pushed(ref, digest)
-        return engine.push(ref, on_line=on_line) if engine.local_image_id(ref) else None
     image_id = engine.local_image_id(ref)
     return BuiltImage.local(ref, image_id) if image_id else None
 
 
+def _saved_result(spec: Spec, context_sha256: str) -> BuildResult | None:
+    """The saved result of a build of the same context (one target at a time builds on it), if any."""
+    try:
+        saved = BuildResult.model_validate_json((spec.state_dir / BUILD_RESULT).read_bytes())
+    except (OSError, ValidationError):
+        return None
+    return saved if saved.context_sha256 == context_sha256 else None
+
+
 def _save_build_result(spec: Spec, result: BuildResult) -> BuildResult:
-    """Merge with a saved result of the same context (one target at a time), then save atomically."""
+    """Save the result atomically under `.mreg/`."""
     state = spec.state_dir
     state.mkdir(parents=True, exist_ok=True)
     (state / ".gitignore").write_text("# mreg's local state: build results, and the default stores\n*\n")
     path = state / BUILD_RESULT
-    try:
-        saved = BuildResult.model_validate_json(path.read_bytes())
-    except (OSError, ValidationError):
-        saved = None
-    if saved is not None and saved.context_sha256 == result.context_sha256:
-        result = result.model_copy(update={"images": {**saved.images, **result.images}})
     descriptor, temporary = tempfile.mkstemp(dir=state, prefix=".build-")
     with os.fdopen(descriptor, "w") as handle:
         handle.write(result.model_dump_json(indent=2))

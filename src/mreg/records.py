@@ -42,6 +42,17 @@ class GitInfo(_Frozen):
     dirty: bool
 
 
+class OnnxInfo(_Frozen):
+    """What an ONNX model declares, and the runtime that was checked to load it."""
+
+    ir_version: int
+    opsets: dict[str, int]
+    """Operator set domain (`ai.onnx` for the default one) -> version."""
+    producer: str
+    runtime: str | None = None
+    """`onnxruntime <version>` of the serve image, once it loaded the model."""
+
+
 class Record(_Frozen):
     """One immutable version of a model: its binary, its images and the packages they hold."""
 
@@ -52,9 +63,12 @@ class Record(_Frozen):
     images: dict[Literal["train", "serve"], ImageRecord]
     packages: dict[Literal["shared", "train", "serve"], list[str]]
     python: str
+    """The Python version both images run (read from them by the skew guard)."""
     spec_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     created_at: datetime
     git: GitInfo | None
+    onnx: OnnxInfo | None = None
+    """For an ONNX model: its IR version, opsets and producer, and the serve runtime that loaded it."""
 
     def to_json(self) -> str:
         """The record's JSON document, as `register --json` and `show --json` print it."""

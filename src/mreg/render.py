@@ -12,13 +12,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import jinja2
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 from mreg.errors import SpecError
+from mreg.lock import SETS, Lock, SetName
 from mreg.spec import GROUPS, STAGES, Spec
 
-UV_VERSION = "0.13.9"
 TEMPLATE_NAME = "Dockerfile.j2"
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 APP_DIR = "/app"
@@ -30,10 +28,11 @@ OCI_PREFIX = "org.opencontainers.image."
 
 @dataclass(frozen=True)
 class BuildContext:
-    """A rendered Dockerfile and the files it copies (context path -> source file)."""
+    """A rendered Dockerfile, the files it copies (context path -> source file) and generated files."""
 
     dockerfile: str
     files: dict[str, Path] = field(default_factory=dict)
+    generated: dict[str, str] = field(default_factory=dict)
 
     def digest(self) -> str:
         """SHA-256 over the Dockerfile and every copied file's path, mode and bytes."""
@@ -57,14 +56,16 @@ class BuildContext:
 
     def _entries(self) -> list[tuple[str, bytes, bool]]:
         entries = [("Dockerfile", self.dockerfile.encode(), False)]
+        entries += [(name, self.generated[name].encode(), False) for name in sorted(self.generated)]
         for name in sorted(self.files):
             source = self.files[name]
             entries.append((name, source.read_bytes(), os.access(source, os.X_OK)))
         return entries
 
 
-def render(spec: Spec, *, buildkit: bool = True) -> BuildContext:
+def render(spec: Spec, lock: Lock, *, buildkit: bool = True) -> BuildContext:
     """Render the spec's Dockerfile (BuildKit features on or off) and collect the files it copies."""
+    generated = {f"requirements/{name}.txt": lock.requirements(name) for name in SETS if lock.requirements(name)}
     files: dict[str, Path] = {}
     copies: dict[str, list[tuple[str, str]]] = {}
     for stage in STAGES:
@@ -75,7 +76,7 @@ def render(spec: Spec, *, buildkit: bool = True) -> BuildContext:
             context_path = f"stages/{stage}/{name}"
             files.update(_collect(source, context_path))
             copies[stage].append((context_path, f"{APP_DIR}/{name}"))
-    variables = template_variables(spec, buildkit=buildkit)
+    variables = template_variables(spec, lock, buildkit=buildkit)
     variables["files"] = copies
     template_dir = spec.resolve_path(spec.render.template_dir) if spec.render.template_dir else None
     try:
@@ -83,26 +84,37 @@ def render(spec: Spec, *, buildkit: bool = True) -> BuildContext:
     except jinja2.TemplateError as exc:
         where = f"{template_dir}/{TEMPLATE_NAME}" if template_dir else f"built-in {TEMPLATE_NAME}"
         raise SpecError(f"{where}: cannot be rendered: {exc}.") from None
-    return BuildContext(dockerfile=_tidy(text), files=files)
+    return BuildContext(dockerfile=_tidy(text), files=files, generated=generated)
 
 
-def template_variables(spec: Spec, *, buildkit: bool) -> dict[str, Any]:
+def template_variables(spec: Spec, lock: Lock, *, buildkit: bool) -> dict[str, Any]:
     """What a template receives (documented in the README). Lists are sorted for stable output."""
     return {
         "model_name": spec.model.name,
         "python_version": spec.python.version,
         "python_check": _python_check(spec.python.version),
         "base_image": spec.python.image,
+        "platform": spec.python.docker_platform,
         "buildkit": buildkit,
-        "uv_version": UV_VERSION,
-        "packages": {group: _sorted_requirements(getattr(spec.packages, group)) for group in GROUPS},
+        "requirements": _requirement_files(lock),
         "system_packages": {group: sorted(getattr(spec.system_packages, group)) for group in GROUPS},
         "commands": {stage: spec.stages_for(stage).command for stage in STAGES},
-        "stage_labels": {stage: sorted(stage_labels(spec, stage).items()) for stage in STAGES},
+        "stage_labels": {stage: sorted(stage_labels(spec, lock, stage).items()) for stage in ("train", "serve")},
     }
 
 
-def stage_labels(spec: Spec, stage: str) -> dict[str, str]:
+def _requirement_files(lock: Lock) -> dict[str, str | None]:
+    """Each set's requirements file in the context, or None where a stage adds nothing to `base`."""
+    base = lock.pins("base")
+    files: dict[str, str | None] = {}
+    for name in SETS:
+        pins = lock.pins(name)
+        adds = bool(pins) and (name in ("base", "tools") or pins != base)
+        files[name] = f"requirements/{name}.txt" if adds else None
+    return files
+
+
+def stage_labels(spec: Spec, lock: Lock, stage: SetName) -> dict[str, str]:
     """OCI and mreg labels of a stage's image, plus the spec's own labels."""
     labels = dict(spec.images.labels)
     labels.update(
@@ -114,7 +126,7 @@ def stage_labels(spec: Spec, stage: str) -> dict[str, str]:
             f"{LABEL_PREFIX}stage": stage,
             f"{LABEL_PREFIX}python": spec.python.version,
             f"{LABEL_PREFIX}spec-sha256": spec.digest(),
-            f"{LABEL_PREFIX}requirements": json.dumps(_sorted_requirements(spec.requirements(stage))),
+            f"{LABEL_PREFIX}packages": json.dumps([f"{name}=={version}" for name, version in lock.pins(stage).items()]),
         }
     )
     return labels
@@ -160,10 +172,6 @@ def _environment(template_dir: Path | None) -> jinja2.Environment:
 def _python_check(version: str) -> str:
     message = f'"the base image has Python " + v + ", the spec asks for {version}"'
     return f'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v == "{version}" else {message})'
-
-
-def _sorted_requirements(requirements: list[str]) -> list[str]:
-    return sorted(requirements, key=lambda text: (canonicalize_name(Requirement(text).name), text))
 
 
 def _collect(source: Path, context_path: str) -> dict[str, Path]:

@@ -27,13 +27,16 @@ from pydantic_core import PydanticCustomError
 from mreg.errors import SpecError
 from mreg.refs import parse_reference, parse_repository
 
-STAGES: tuple[Literal["train"], Literal["serve"]] = ("train", "serve")
+Stage = Literal["train", "serve"]
+STAGES: tuple[Stage, ...] = ("train", "serve")
 GROUPS = ("shared", "train", "serve")
 DEFAULT_STORAGE_URI = "file://.mreg/objects"
 DEFAULT_REGISTRY_URI = "file://.mreg/registry"
 
 MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 PYTHON_VERSION_RE = re.compile(r"3\.[0-9]{1,2}")
+PLATFORM_RE = re.compile(r"(?P<arch>x86_64|aarch64)-manylinux_2_[0-9]{1,2}")
+DOCKER_PLATFORMS = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}
 DEBIAN_PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 LABEL_KEY_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 PATH_PART_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
@@ -59,6 +62,12 @@ def _model_name(value: str) -> str:
 def _python_version(value: str) -> str:
     if not PYTHON_VERSION_RE.fullmatch(value):
         raise _fail('is not a Python version of the form "3.X"')
+    return value
+
+
+def _platform(value: str) -> str:
+    if not PLATFORM_RE.fullmatch(value):
+        raise _fail('is not a supported platform ("x86_64-manylinux_2_N" or "aarch64-manylinux_2_N")')
     return value
 
 
@@ -124,6 +133,7 @@ def _store_uri(value: str) -> str:
 
 ModelName = Annotated[str, AfterValidator(_model_name)]
 PythonVersion = Annotated[str, AfterValidator(_python_version)]
+Platform = Annotated[str, AfterValidator(_platform)]
 ImageRef = Annotated[str, AfterValidator(_image_reference)]
 Repository = Annotated[str, AfterValidator(_repository)]
 RequirementText = Annotated[str, AfterValidator(_requirement)]
@@ -146,11 +156,20 @@ class ModelTable(_Table):
 class PythonTable(_Table):
     version: PythonVersion = "3.11"
     base_image: ImageRef | None = None
+    platform: Platform = "x86_64-manylinux_2_36"
+    """The wheel platform packages are locked for (Debian 12 has glibc 2.36); it sets the image platform."""
 
     @property
     def image(self) -> str:
         """The base image: the configured one, or the slim Debian image of the Python version."""
         return self.base_image or f"python:{self.version}-slim-bookworm"
+
+    @property
+    def docker_platform(self) -> str:
+        """The image platform matching the lock's wheel platform, e.g. `linux/amd64`."""
+        match = PLATFORM_RE.fullmatch(self.platform)
+        assert match is not None  # noqa: S101 - validated above
+        return DOCKER_PLATFORMS[match["arch"]]
 
 
 class PackageGroups(_Table):
@@ -247,10 +266,6 @@ class Spec(_Table):
         """The `[stages.<stage>]` table."""
         table: StageTable = getattr(self.stages, stage)
         return table
-
-    def requirements(self, stage: str) -> list[str]:
-        """Every requirement the image of `stage` installs (shared first)."""
-        return [*self.packages.shared, *getattr(self.packages, stage)]
 
     def resolve_path(self, relative: str) -> Path:
         """A spec-relative path made absolute."""

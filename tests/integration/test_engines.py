@@ -20,6 +20,8 @@ name = "tiny"
 base_image = "python:3.11-slim"
 [packages]
 shared = {shared}
+[system_packages]
+shared = {system}
 [images]
 {repository}
 [images.labels]
@@ -30,15 +32,21 @@ command = ["python", "app.py", "$HOME"]
 """
 
 
-def tiny_project(directory: Path, *, repository: str | None = None, shared: tuple[str, ...] = ()) -> Path:
+def tiny_project(
+    directory: Path, *, repository: str | None = None, shared: tuple[str, ...] = (), system: tuple[str, ...] = ()
+) -> Path:
+    """A small spec (no Python packages unless asked), locked."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "app.py").write_text("import sys\nprint('tiny says', *sys.argv[1:])\n")
     text = SPEC.format(
         shared=json.dumps(list(shared)),
+        system=json.dumps(list(system)),
         repository=f'repository = "{repository}"' if repository else "",
         note=json.dumps(NOTE),
     )
     (directory / "registry.toml").write_text(text)
+    if not shared or all(" " not in requirement and ";" not in requirement for requirement in shared):
+        mreg("lock", cwd=directory, check=False)
     return directory
 
 
@@ -89,13 +97,24 @@ def test_local_build_without_repository_gives_runnable_image_ids(tmp_path: Path)
 
 
 def test_failed_build_exits_4_with_the_output_tail_and_saves_nothing(tmp_path: Path) -> None:
-    project = tiny_project(tmp_path, shared=("mreg-no-such-distribution-anywhere==1.0",))
+    project = tiny_project(tmp_path, system=("mreg-no-such-debian-package",))
     result = mreg("build", cwd=project, check=False)
     assert result.returncode == 4
     assert "error: docker buildx build of target 'train' failed" in result.stderr
-    assert "mreg-no-such-distribution-anywhere" in result.stderr.split("error:", 1)[1]
+    assert "Unable to locate package mreg-no-such-debian-package" in result.stderr.split("error:", 1)[1]
     assert "Traceback" not in result.stderr
     assert not (project / ".mreg" / "build.json").exists()
+
+
+def test_unknown_distribution_fails_the_lock_not_the_build(tmp_path: Path) -> None:
+    project = tiny_project(tmp_path, shared=("mreg-no-such-distribution-anywhere==1.0",))
+    assert not (project / "registry.lock").exists()
+    result = mreg("build", "--lock", cwd=project, check=False)
+    assert result.returncode == 2
+    assert "the packages cannot be locked" in result.stderr
+    assert "packages.shared[0] = mreg-no-such-distribution-anywhere==1.0" in result.stderr
+    assert "Because mreg-no-such-distribution-anywhere was not found" in result.stderr
+    assert not (project / "registry.lock").exists()
 
 
 def test_bad_spec_is_refused_before_any_build(tmp_path: Path) -> None:

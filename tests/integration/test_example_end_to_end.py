@@ -6,13 +6,16 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from packaging.utils import canonicalize_name
 
 from tests.support import copy_example, free_port, mreg, mreg_json, wait_http
 
@@ -93,7 +96,9 @@ def test_images_carry_mreg_and_oci_labels(project: Path, built: dict[str, Any]) 
         assert labels["io.mreg.spec-sha256"] == spec_sha
         assert labels["org.opencontainers.image.title"] == f"iris-rf-{stage}"
         assert labels["team"] == "ml-platform"
-        assert "scikit-learn==1.3.2" in json.loads(labels["io.mreg.requirements"])
+        installed = json.loads(labels["io.mreg.packages"])
+        assert "scikit-learn==1.3.2" in installed
+        assert ("fastapi==0.109.0" in installed) is (stage == "serve")
 
 
 def test_record_ties_the_model_to_both_image_digests(
@@ -108,8 +113,17 @@ def test_record_ties_the_model_to_both_image_digests(
     for stage in ("train", "serve"):
         assert record["images"][stage]["digest"] == built[stage]["digest"]
         assert record["images"][stage]["image"] == built[stage]["image"]
+    lock = tomllib.loads((project / "registry.lock").read_text())
+    pins = {
+        stage: {f"{p['name']}=={p['version']}" for p in lock["packages"] if stage in p["sets"]}
+        for stage in ("train", "serve")
+    }
+    assert set(record["packages"]["shared"]) == pins["train"] & pins["serve"]
+    assert set(record["packages"]["train"]) == pins["train"] - pins["serve"]
+    assert set(record["packages"]["serve"]) == pins["serve"] - pins["train"]
     assert "scikit-learn==1.3.2" in record["packages"]["shared"]
-    assert record["packages"]["serve"] == ["fastapi==0.109.0", "uvicorn==0.27.0"]
+    assert "fastapi==0.109.0" in record["packages"]["serve"]
+    assert record["python"].startswith("3.11.")
 
 
 def test_show_json_prints_exactly_what_register_printed(project: Path, record: dict[str, Any]) -> None:
@@ -154,3 +168,34 @@ def test_unchanged_spec_reuses_pushed_images(project: Path, built: dict[str, Any
     assert again.stderr.count("is up to date") == 2
     assert "#1 [internal] load build definition" not in again.stderr
     print(f"no-change rebuild took {time.monotonic() - started:.2f} s")
+
+
+@pytest.mark.parametrize("stage", ["train", "serve"])
+def test_exported_requirements_reproduce_the_recorded_versions(
+    project: Path, record: dict[str, Any], tmp_path: Path, stage: str
+) -> None:
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(mreg("deps", "iris-rf:1", "--stage", stage, cwd=project).stdout)
+    venv = tmp_path / "venv"
+    uv = [sys.executable, "-m", "uv"]
+    subprocess.run([*uv, "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([*uv, "pip", "install", "--quiet", "--python", python, "-r", str(requirements)], check=True)
+    listed = subprocess.run(
+        [*uv, "pip", "freeze", "--python", python], capture_output=True, text=True, check=True
+    ).stdout
+    installed = set()
+    for line in listed.splitlines():
+        name, _, version = line.strip().partition("==")
+        installed.add(f"{canonicalize_name(name)}=={version}")
+    assert installed == set(record["packages"]["shared"]) | set(record["packages"][stage])
+
+
+def test_deps_formats(project: Path, record: dict[str, Any]) -> None:
+    python_env = mreg("deps", "iris-rf:1", "--format", "python-env", cwd=project).stdout
+    assert f'python: "{record["python"]}"' in python_env
+    assert '  - "fastapi==0.109.0"' in python_env
+    conda = mreg("deps", "iris-rf:1", "--stage", "train", "--format", "conda", cwd=project).stdout
+    assert f'  - "python={record["python"]}"' in conda
+    assert '      - "pandas==2.1.4"' in conda
+    assert "fastapi" not in conda

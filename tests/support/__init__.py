@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from mreg.lock import Lock, LockedPackage, lock_inputs
+from mreg.spec import Spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,6 +47,7 @@ def copy_example(target: Path, *, repository: str | None = None) -> Path:
     """The bundled example (registry.toml and examples/iris) in a fresh directory; returns it."""
     target.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "examples" / "iris", target / "examples" / "iris")
+    shutil.copy(REPO / "registry.lock", target / "registry.lock")
     text = (REPO / "registry.toml").read_text()
     if repository:
         marker = '# repository = "registry.example.com/ml/iris-rf"'
@@ -73,3 +78,23 @@ def wait_http(url: str, *, timeout: float = 60.0) -> requests.Response:
             last = exc
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer within {timeout} s (last error: {last})")
+
+
+def make_lock(spec: Spec, sets: dict[str, dict[str, str]]) -> Lock:
+    """A lock for `spec` without resolving anything: `sets` maps a set name to its `name -> version` pins.
+
+    The hashes are made up; only builds would notice, and tests that build use `mreg lock`.
+    """
+    members: dict[tuple[str, str], list[str]] = {}
+    for set_name, pins in sets.items():
+        for name, version in pins.items():
+            members.setdefault((name, version), []).append(set_name)
+    packages = [
+        LockedPackage(name=name, version=version, sets=names, hashes=[f"sha256:{name_hash(name, version)}"])  # type: ignore[arg-type]
+        for (name, version), names in sorted(members.items())
+    ]
+    return Lock(python=spec.python.version, platform=spec.python.platform, inputs=lock_inputs(spec), packages=packages)
+
+
+def name_hash(name: str, version: str) -> str:
+    return hashlib.sha256(f"{name}=={version}".encode()).hexdigest()

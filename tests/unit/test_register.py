@@ -13,29 +13,44 @@ from pathlib import Path
 import pytest
 
 from mreg import pipeline
+from mreg.engine import Engine
 from mreg.errors import InvalidInputError
-from mreg.records import ImageRecord
+from mreg.lock import load_lock
+from mreg.records import ImageRecord, Record
 from mreg.render import render
-from mreg.spec import load_spec
+from mreg.skew import ImageEnvironment
+from mreg.spec import Spec, Stage, load_spec
 from tests.support import copy_example, mreg
 
 DIGESTS = {"train": "sha256:" + "1" * 64, "serve": "sha256:" + "2" * 64}
 
 
-def save_build(project: Path, stages: tuple[str, ...] = ("train", "serve")) -> None:
-    """A build result as `mreg build` leaves it for the project's current files (image digests made up)."""
+def save_build(project: Path, stages: tuple[Stage, ...] = ("train", "serve")) -> None:
+    """A build result as `mreg build` leaves it for the project's current files (image digests made up,
+    installed distributions as the lock pins them)."""
     spec = load_spec(project / "registry.toml")
+    lock = load_lock(spec)
     result = pipeline.BuildResult(
         spec_sha256=spec.digest(),
-        context_sha256=render(spec).digest(),
+        context_sha256=render(spec, lock).digest(),
         buildkit=True,
         images={
-            stage: ImageRecord(ref=f"mreg/iris-rf:{stage}-x", digest=DIGESTS[stage], image=DIGESTS[stage])  # type: ignore[misc]
+            stage: ImageRecord(ref=f"mreg/iris-rf:{stage}-x", digest=DIGESTS[stage], image=DIGESTS[stage])
             for stage in stages
         },
+        environments={stage: ImageEnvironment(python="3.11.2", packages=lock.pins(stage)) for stage in stages},
     )
     (project / ".mreg").mkdir(exist_ok=True)
     (project / ".mreg" / "build.json").write_text(result.model_dump_json())
+
+
+def register(spec: Spec, model: Path) -> Record:
+    """Register without Docker: a model that is not ONNX never opens the engine."""
+
+    def no_engine() -> Engine:
+        raise AssertionError("register opened the engine for a model that is not ONNX")
+
+    return pipeline.register(spec, model, engine=no_engine)
 
 
 @pytest.fixture
@@ -48,12 +63,17 @@ def project(tmp_path: Path) -> Path:
 
 def test_register_writes_consecutive_versions(project: Path) -> None:
     spec = load_spec(project / "registry.toml")
-    first = pipeline.register(spec, project / "model.joblib")
-    second = pipeline.register(spec, project / "model.joblib")
+    first = register(spec, project / "model.joblib")
+    second = register(spec, project / "model.joblib")
     assert (first.version, second.version) == (1, 2)
     assert first.images["serve"].digest == DIGESTS["serve"]
     assert first.model.uri == second.model.uri
-    assert first.packages["train"] == ["pandas==2.1.4"]
+    assert first.python == "3.11.2"
+    assert first.onnx is None
+    assert "pandas==2.1.4" in first.packages["train"]
+    assert "scikit-learn==1.3.2" in first.packages["shared"]
+    assert "fastapi==0.109.0" in first.packages["serve"]
+    assert not set(first.packages["train"]) & set(first.packages["serve"])
 
 
 def test_git_commit_and_dirtiness_are_recorded(project: Path) -> None:
@@ -64,7 +84,7 @@ def test_git_commit_and_dirtiness_are_recorded(project: Path) -> None:
     git("add", "registry.toml", "examples")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "example")
     spec = load_spec(project / "registry.toml")
-    clean = pipeline.register(spec, project / "model.joblib")
+    clean = register(spec, project / "model.joblib")
     assert clean.git is not None
     assert clean.git.commit == git("rev-parse", "HEAD").strip()
     assert clean.git.dirty is False
@@ -85,14 +105,14 @@ def test_register_without_a_build_is_refused(tmp_path: Path) -> None:
 def test_register_after_the_code_changed_is_refused(project: Path) -> None:
     (project / "examples" / "iris" / "serve.py").write_text("# a different server\n")
     with pytest.raises(InvalidInputError, match="the images were built from another version"):
-        pipeline.register(load_spec(project / "registry.toml"), project / "model.joblib")
+        register(load_spec(project / "registry.toml"), project / "model.joblib")
     assert not (project / ".mreg" / "registry").exists()
 
 
 def test_register_needs_both_images(project: Path) -> None:
     save_build(project, stages=("train",))
     with pytest.raises(InvalidInputError, match=r"no serve image was built; run `mreg build --target all`"):
-        pipeline.register(load_spec(project / "registry.toml"), project / "model.joblib")
+        register(load_spec(project / "registry.toml"), project / "model.joblib")
 
 
 def test_missing_model_file_is_refused(project: Path) -> None:

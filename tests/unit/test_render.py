@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import dockerfile
 import pytest
 
 from mreg.errors import SpecError
-from mreg.render import render
-from mreg.spec import load_spec
+from mreg.lock import load_lock
+from mreg.render import BuildContext, render
+from mreg.spec import Spec, load_spec
+from tests.support import make_lock
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "data" / "golden"
@@ -45,45 +47,80 @@ def instructions(text: str) -> list[str]:
     return [command.cmd for command in dockerfile.parse_string(text)]
 
 
-def spec_from(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+def spec_from(tmp_path: Path, text: str) -> Spec:
     path = tmp_path / "registry.toml"
     path.write_text(text)
     return load_spec(path)
 
 
+def example(*, buildkit: bool = True) -> BuildContext:
+    spec = load_spec(REPO / "registry.toml")
+    return render(spec, load_lock(spec), buildkit=buildkit)
+
+
+def render_unlocked(spec: Spec, pins: dict[str, dict[str, str]] | None = None) -> BuildContext:
+    """Render with a made-up lock: by default one pin per set."""
+    sets = pins or {"base": {"numpy": "1.26.4"}, "train": {"numpy": "1.26.4", "pandas": "2.1.4"},
+                    "serve": {"numpy": "1.26.4", "flask": "3.0.0"}, "tools": {"uv": "0.13.9"}}  # fmt: skip
+    return render(spec, make_lock(spec, sets))
+
+
 def test_golden_example_buildkit() -> None:
-    check_golden("iris.Dockerfile", render(load_spec(REPO / "registry.toml")).dockerfile)
+    check_golden("iris.Dockerfile", example().dockerfile)
 
 
 def test_golden_example_classic() -> None:
-    check_golden("iris.classic.Dockerfile", render(load_spec(REPO / "registry.toml"), buildkit=False).dockerfile)
+    check_golden("iris.classic.Dockerfile", example(buildkit=False).dockerfile)
+
+
+def test_context_holds_the_lock_sets_as_hash_pinned_requirements() -> None:
+    context = example()
+    assert sorted(context.generated) == [f"requirements/{name}.txt" for name in ("base", "serve", "tools", "train")]
+    for line in context.generated["requirements/serve.txt"].splitlines():
+        assert re.fullmatch(r"[a-z0-9-]+==\S+( --hash=sha256:[0-9a-f]{64})+", line), line
+    assert "scikit-learn==1.3.2 " in context.generated["requirements/base.txt"]
+    assert "pandas==" not in context.generated["requirements/serve.txt"]
+
+
+def test_a_stage_with_nothing_of_its_own_installs_nothing_more(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, '[model]\nname = "m"\n[packages]\nshared = ["numpy"]\n')
+    base = {"numpy": "1.26.4"}
+    text = render_unlocked(spec, {"base": base, "train": base, "serve": base, "tools": {"uv": "0.13.9"}}).dockerfile
+    assert text.count("uv pip sync") == 1
 
 
 def test_stages_and_instruction_order() -> None:
-    text = render(load_spec(REPO / "registry.toml")).dockerfile
+    text = example().dockerfile
     stages = [c.value[-1] for c in dockerfile.parse_string(text) if c.cmd == "FROM"]
     assert stages == ["uv", "base", "train", "serve"]
     serve = text[text.index("FROM base AS serve") :]
     # cache-friendly order: system packages, then Python packages, then code, labels last
-    assert serve.index("apt-get install") < serve.index("uv pip install") < serve.index("COPY") < serve.index("LABEL")
+    assert serve.index("apt-get install") < serve.index("uv pip sync") < serve.index("COPY") < serve.index("LABEL")
     assert instructions(serve)[-1] == "LABEL"
 
 
 def test_same_spec_same_bytes_whatever_the_order(tmp_path: Path) -> None:
     a = spec_from(tmp_path, '[model]\nname = "m"\n[packages]\nshared = ["b==1", "a==2"]\n')
-    first = render(a)
+    first = render_unlocked(a)
     b = spec_from(tmp_path, '[packages]\nshared = ["a==2", "b==1"]\n[model]\nname = "m"\n')
-    second = render(b)
+    second = render_unlocked(b)
     assert first.dockerfile.encode() == second.dockerfile.encode()
-    assert first.tag("train") == render(a).tag("train")
+    assert first.tag("train") == render_unlocked(a).tag("train")
+
+
+def test_tag_follows_the_lock(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, '[model]\nname = "m"\n')
+    one = render_unlocked(spec, {"base": {"numpy": "1.26.4"}, "tools": {"uv": "0.13.9"}})
+    other = render_unlocked(spec, {"base": {"numpy": "1.26.3"}, "tools": {"uv": "0.13.9"}})
+    assert one.tag("serve") != other.tag("serve")
 
 
 def test_tag_follows_copied_file_content(tmp_path: Path) -> None:
     (tmp_path / "serve.py").write_text("print(1)\n")
     spec = spec_from(tmp_path, '[model]\nname = "m"\n[stages.serve]\ncopy = ["serve.py"]\n')
-    before = render(spec).tag("serve")
+    before = render_unlocked(spec).tag("serve")
     (tmp_path / "serve.py").write_text("print(2)\n")
-    after = render(spec).tag("serve")
+    after = render_unlocked(spec).tag("serve")
     assert before != after
     assert before.startswith("serve-")
     assert len(before) == len("serve-") + 16
@@ -96,7 +133,7 @@ def test_context_holds_every_copied_file(tmp_path: Path) -> None:
     (package / "model.py").write_text("x = 1\n")
     (package / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
     spec = spec_from(tmp_path, '[model]\nname = "m"\n[stages.train]\ncopy = ["src/pkg"]\n')
-    context = render(spec)
+    context = render_unlocked(spec)
     assert sorted(context.files) == ["stages/train/pkg/__init__.py", "stages/train/pkg/model.py"]
     assert 'COPY ["stages/train/pkg", "/app/pkg"]' in context.dockerfile
     out = tmp_path / "context"
@@ -107,19 +144,17 @@ def test_context_holds_every_copied_file(tmp_path: Path) -> None:
 
 def test_hostile_values_stay_inside_their_quotes(tmp_path: Path) -> None:
     spec = spec_from(tmp_path, HOSTILE)
-    text = render(spec).dockerfile
+    text = render_unlocked(spec).dockerfile
     check_golden("hostile.Dockerfile", text)
     benign = spec_from(tmp_path, '[model]\nname = "evil"\n[packages]\nshared = ["a"]\nserve = ["b"]\n'
                        '[system_packages]\nserve = ["cc", "dd"]\n[stages.serve]\ncommand = ["x"]\n')  # fmt: skip
-    assert instructions(text) == instructions(render(benign).dockerfile)
-    # every shell line hands its values to the command as whole words, unexpanded
-    base_install = next(c for c in dockerfile.parse_string(text) if c.cmd == "RUN" and "numpy" in c.value[0])
-    words = shlex.split(base_install.value[0])
-    assert set(spec.packages.shared) <= set(words)
-    command = base_install.value[0].split("uv pip install", 1)[1]
-    echoed = subprocess.run(["sh", "-c", f"printf '%s\\n' {command}"], capture_output=True, text=True, check=True)
-    assert echoed.stdout.splitlines()[2:] == sorted(spec.packages.shared, key=lambda r: r.split(">")[0])
-    assert not Path("/tmp/pwned").exists()
+    assert instructions(text) == instructions(render_unlocked(benign).dockerfile)
+    # requirement strings never reach the Dockerfile: the build installs the lock's pins from files
+    assert "platform_release" not in text
+    # system packages reach a shell line as whole words, unexpanded
+    apt = next(c for c in dockerfile.parse_string(text) if c.cmd == "RUN" and "apt-get install" in c.value[0])
+    words = shlex.split(apt.value[0])
+    assert words[-2:] == ["g++", "libpq5"]
     cmd = next(c for c in dockerfile.parse_string(text) if c.cmd == "CMD")
     assert cmd.json
     assert list(cmd.value) == ["sh", "-c", 'echo "$HOME" && exit 0']
@@ -134,7 +169,7 @@ def test_user_template_extends_the_builtin_one(tmp_path: Path) -> None:
         "{% endblock %}\n"
     )
     spec = spec_from(tmp_path, '[model]\nname = "m"\n[render]\ntemplate_dir = "templates"\n')
-    text = render(spec).dockerfile
+    text = render_unlocked(spec).dockerfile
     assert instructions(text)[-1] == "HEALTHCHECK"
     assert 'HEALTHCHECK CMD ["curl", "-f", "http://127.0.0.1:8080/"]' in text
 
@@ -145,5 +180,5 @@ def test_user_template_with_an_unknown_variable_is_refused(tmp_path: Path) -> No
     (templates / "Dockerfile.j2").write_text("FROM {{ base_imag }}\n")
     spec = spec_from(tmp_path, '[model]\nname = "m"\n[render]\ntemplate_dir = "templates"\n')
     with pytest.raises(SpecError) as caught:
-        render(spec)
+        render_unlocked(spec)
     assert str(caught.value) == f"{templates.resolve()}/Dockerfile.j2: cannot be rendered: 'base_imag' is undefined."

@@ -8,7 +8,7 @@ The engine never sees the spec: it builds a context directory into the reference
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -30,6 +30,11 @@ class BuiltImage:
     ref: str
     digest: str
     image: str
+
+    @property
+    def in_registry(self) -> bool:
+        """True when the image is pinned by a registry's manifest digest."""
+        return "@" in self.image
 
     @classmethod
     def pushed(cls, ref: str, digest: str) -> BuiltImage:
@@ -60,21 +65,22 @@ class Engine(Protocol):
         """The manifest digest the registry holds for `ref`, or None when the registry has no such tag."""
 
     def build(
-        self,
-        context: Path,
-        targets: Mapping[str, str],
-        *,
-        push: bool,
-        network: str | None,
-        on_line: LineSink,
+        self, context: Path, targets: Mapping[str, str], *, network: str | None, on_line: LineSink
     ) -> dict[str, BuiltImage]:
-        """Build each Dockerfile target of `context` (target -> reference); push them when asked.
+        """Build each Dockerfile target of `context` (target -> reference) into the local engine.
 
         Shared stages are built once. Returns the images by target; raises EngineError on failure.
         """
 
     def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:
         """Push a local image and return it pinned by the registry's manifest digest."""
+
+    def run(self, image: str, argv: Sequence[str], *, files: Mapping[str, Path] | None = None) -> str:
+        """Run `argv` in a new container of `image` without network, after copying `files` (container
+        path -> local file) into it; return its stdout. A non-zero exit raises EngineError with stderr."""
+
+    def remove(self, ref: str) -> None:
+        """Untag a local image (the image stays while other tags or containers use it)."""
 
 
 def open_engine(name: EngineName = "auto", *, builder: str | None = None) -> Engine:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mreg.engine import BuiltImage, LineSink
@@ -18,25 +17,14 @@ def buildx_available() -> bool:
     return run(["docker", "buildx", "version"], what="docker buildx version").returncode == 0
 
 
-def build_argv(
-    context: Path,
-    target: str,
-    ref: str,
-    *,
-    push: bool,
-    network: str | None,
-    builder: str | None,
-    metadata_file: Path,
-) -> list[str]:
+def build_argv(context: Path, target: str, ref: str, *, network: str | None, builder: str | None) -> list[str]:
     """The `docker buildx build` command line for one target (a pure function of its arguments)."""
-    argv = ["docker", "buildx", "build", "--progress=plain", "--target", target, "--tag", ref]
+    argv = ["docker", "buildx", "build", "--progress=plain", "--load", "--target", target, "--tag", ref]
     if builder:
         argv += ["--builder", builder]
     if network:
         argv += ["--network", network]
-    argv += ["--push"] if push else ["--load"]
-    argv += ["--metadata-file", str(metadata_file), "--", str(context)]
-    return argv
+    return [*argv, "--", str(context)]
 
 
 class BuildxEngine:
@@ -70,48 +58,43 @@ class BuildxEngine:
         return _digest(json.loads(result.stdout).get("digest"), ref)
 
     def build(
-        self,
-        context: Path,
-        targets: Mapping[str, str],
-        *,
-        push: bool,
-        network: str | None,
-        on_line: LineSink,
+        self, context: Path, targets: Mapping[str, str], *, network: str | None, on_line: LineSink
     ) -> dict[str, BuiltImage]:
         built: dict[str, BuiltImage] = {}
-        with tempfile.TemporaryDirectory(prefix="mreg-buildx-") as scratch:
-            for target, ref in targets.items():
-                metadata_file = Path(scratch, f"{target}.json")
-                argv = build_argv(
-                    context, target, ref, push=push, network=network, builder=self.builder,
-                    metadata_file=metadata_file,
-                )  # fmt: skip
-                stream(argv, on_line=on_line, what=f"docker buildx build of target {target!r}")
-                metadata = json.loads(metadata_file.read_text())
-                if push:
-                    built[target] = self._pinned(ref, metadata.get("containerimage.digest"))
-                else:
-                    image_id = self.local_image_id(ref)
-                    if image_id is None:
-                        raise EngineError(
-                            f"buildx built {ref} but the engine does not have it; is builder "
-                            f"{self.builder or 'default'} able to load images into this engine?"
-                        )
-                    built[target] = BuiltImage.local(ref, image_id)
+        for target, ref in targets.items():
+            argv = build_argv(context, target, ref, network=network, builder=self.builder)
+            stream(argv, on_line=on_line, what=f"docker buildx build of target {target!r}")
+            image_id = self.local_image_id(ref)
+            if image_id is None:
+                raise EngineError(
+                    f"buildx built {ref} but the engine does not have it; can builder "
+                    f"{self.builder or 'default'} load images into this engine?"
+                )
+            built[target] = BuiltImage.local(ref, image_id)
         return built
 
     def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:
         stream(["docker", "push", "--", ref], on_line=on_line, what=f"docker push {ref}")
-        return self._pinned(ref, None)
-
-    def _pinned(self, ref: str, reported: str | None) -> BuiltImage:
-        """Read the digest back from the registry: a push is done only when the registry says so."""
         digest = self.registry_digest(ref)
         if digest is None:
             raise EngineError(f"pushed {ref}, but its registry does not know the tag.")
-        if reported is not None and reported != digest:
-            raise EngineError(f"pushed {ref} as {reported}, but its registry holds {digest}.")
         return BuiltImage.pushed(ref, digest)
+
+    def run(self, image: str, argv: Sequence[str], *, files: Mapping[str, Path] | None = None) -> str:
+        create = ["docker", "create", "--network", "none", "--entrypoint", argv[0], "--", image, *argv[1:]]
+        container = capture(create, what=f"docker create {image}").strip()
+        try:
+            for target, source in (files or {}).items():
+                capture(["docker", "cp", "--", str(source), f"{container}:{target}"], what=f"docker cp {source}")
+            result = run(["docker", "start", "--attach", container], what=f"running {argv[0]} in {image}")
+            if result.returncode != 0:
+                raise EngineError(f"{argv[0]} in {image} exited {result.returncode}: {error_text(result)}")
+            return result.stdout
+        finally:
+            run(["docker", "rm", "--force", container], what="docker rm")
+
+    def remove(self, ref: str) -> None:
+        run(["docker", "image", "rm", "--", ref], what=f"docker image rm {ref}")
 
 
 def _digest(value: object, ref: str) -> str:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
+import tarfile
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
 
 from mreg.engine import BuiltImage, LineSink
 from mreg.errors import EngineError
 from mreg.refs import SHA256_DIGEST_RE, parse_reference
+
+
+def _tar_of(source: Path, name: str) -> IO[bytes]:
+    """A tar stream holding `source` as `name`, spooled to disk past a few MiB (models can be large)."""
+    archive = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - handed to the SDK
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        tar.add(source, arcname=name)
+    archive.seek(0)
+    return archive
 
 
 def _client() -> Any:
@@ -65,13 +76,7 @@ class DockerSdkEngine:
         return str(digest)
 
     def build(
-        self,
-        context: Path,
-        targets: Mapping[str, str],
-        *,
-        push: bool,
-        network: str | None,
-        on_line: LineSink,
+        self, context: Path, targets: Mapping[str, str], *, network: str | None, on_line: LineSink
     ) -> dict[str, BuiltImage]:
         built: dict[str, BuiltImage] = {}
         for target, ref in targets.items():
@@ -82,7 +87,7 @@ class DockerSdkEngine:
             image_id = self.local_image_id(ref)
             if image_id is None:
                 raise EngineError(f"the classic builder reported success for {ref}, but the image is missing.")
-            built[target] = self.push(ref, on_line=on_line) if push else BuiltImage.local(ref, image_id)
+            built[target] = BuiltImage.local(ref, image_id)
         return built
 
     def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:
@@ -93,6 +98,36 @@ class DockerSdkEngine:
         if digest is None:
             raise EngineError(f"pushed {ref}, but its registry does not know the tag.")
         return BuiltImage.pushed(ref, digest)
+
+    def run(self, image: str, argv: Sequence[str], *, files: Mapping[str, Path] | None = None) -> str:
+        try:
+            if self.local_image_id(image) is None:
+                self._client.images.pull(image)
+            container = self._client.containers.create(
+                image, command=list(argv[1:]), entrypoint=[argv[0]], network_mode="none"
+            )
+        except self._api_error as exc:
+            raise EngineError(f"cannot create a container of {image}: {exc}") from None
+        try:
+            for target, source in (files or {}).items():
+                container.put_archive(str(PurePosixPath(target).parent), _tar_of(source, PurePosixPath(target).name))
+            container.start()
+            status = container.wait()
+            stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+            if status.get("StatusCode") != 0:
+                stderr = container.logs(stdout=False, stderr=True).decode(errors="replace").strip()
+                raise EngineError(f"{argv[0]} in {image} exited {status.get('StatusCode')}: {stderr or 'no output'}")
+            return str(stdout)
+        except self._api_error as exc:
+            raise EngineError(f"running {argv[0]} in {image} failed: {exc}") from None
+        finally:
+            container.remove(force=True)
+
+    def remove(self, ref: str) -> None:
+        try:
+            self._client.images.remove(ref)
+        except (self._api_error, *self._not_found):
+            pass
 
     def _follow(self, chunks: Iterator[dict[str, Any]], on_line: LineSink, *, what: str) -> None:
         try:

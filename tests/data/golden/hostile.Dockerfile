@@ -1,10 +1,12 @@
 # Rendered by mreg from the spec of model evil. Do not edit: change registry.toml instead.
 
-FROM python:3.11-slim-bookworm AS uv
+FROM --platform=linux/amd64 python:3.11-slim-bookworm AS uv
 RUN --mount=type=cache,id=mreg-pip-cache,target=/root/.cache/pip \
-    python3 -m venv /opt/uv && /opt/uv/bin/pip install --disable-pip-version-check uv==0.13.9
+    --mount=type=bind,source=requirements/tools.txt,target=/tmp/mreg-tools.txt \
+    python3 -m venv /opt/uv \
+    && /opt/uv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r /tmp/mreg-tools.txt
 
-FROM python:3.11-slim-bookworm AS base
+FROM --platform=linux/amd64 python:3.11-slim-bookworm AS base
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -13,14 +15,19 @@ RUN python3 -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v 
     && python3 -m venv --without-pip "$VIRTUAL_ENV"
 RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
-    uv pip install --python "$VIRTUAL_ENV/bin/python" 'numpy>=1.26; platform_release == "$(touch /tmp/pwned)'"'"'"' 'requests[socks]>=2; os_name != "`id`"'
+    --mount=type=bind,source=requirements/base.txt,target=/tmp/mreg-requirements.txt \
+    uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 WORKDIR /app
 
 FROM base AS train
+RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
+    --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
+    --mount=type=bind,source=requirements/train.txt,target=/tmp/mreg-requirements.txt \
+    uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 LABEL "io.mreg.model"="evil" \
+      "io.mreg.packages"="[\"numpy==1.26.4\", \"pandas==2.1.4\"]" \
       "io.mreg.python"="3.11" \
-      "io.mreg.requirements"="[\"numpy>=1.26; platform_release == \\\"\$(touch /tmp/pwned)'\\\"\", \"requests[socks]>=2; os_name != \\\"`id`\\\"\"]" \
-      "io.mreg.spec-sha256"="92642a81c362fae5b15ed1dbc13b294e14b1742e05613253db19e60cedacc6fb" \
+      "io.mreg.spec-sha256"="e6cfd525e0f7739740ad2454dae65317186abc25845e00f8baaae794968bbdca" \
       "io.mreg.stage"="train" \
       "note"="it's \"quoted\" \$HOME \${PATH} \\ back`id`" \
       "org.opencontainers.image.base.name"="python:3.11-slim-bookworm" \
@@ -35,12 +42,13 @@ RUN --mount=type=cache,id=mreg-apt-cache,target=/var/cache/apt,sharing=locked \
     && apt-get install -y --no-install-recommends g++ libpq5
 RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
-    uv pip install --python "$VIRTUAL_ENV/bin/python" flask
+    --mount=type=bind,source=requirements/serve.txt,target=/tmp/mreg-requirements.txt \
+    uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 CMD ["sh", "-c", "echo \"$HOME\" && exit 0"]
 LABEL "io.mreg.model"="evil" \
+      "io.mreg.packages"="[\"flask==3.0.0\", \"numpy==1.26.4\"]" \
       "io.mreg.python"="3.11" \
-      "io.mreg.requirements"="[\"flask\", \"numpy>=1.26; platform_release == \\\"\$(touch /tmp/pwned)'\\\"\", \"requests[socks]>=2; os_name != \\\"`id`\\\"\"]" \
-      "io.mreg.spec-sha256"="92642a81c362fae5b15ed1dbc13b294e14b1742e05613253db19e60cedacc6fb" \
+      "io.mreg.spec-sha256"="e6cfd525e0f7739740ad2454dae65317186abc25845e00f8baaae794968bbdca" \
       "io.mreg.stage"="serve" \
       "note"="it's \"quoted\" \$HOME \${PATH} \\ back`id`" \
       "org.opencontainers.image.base.name"="python:3.11-slim-bookworm" \

@@ -1,0 +1,44 @@
+"""Serve a registered ONNX iris model with onnxruntime; the file is checked against its SHA-256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+CLASSES = ["setosa", "versicolor", "virginica"]
+MODEL_PATH = Path(os.environ.get("MODEL_PATH", "/models/model.onnx"))
+
+
+def open_session(path: Path, expected_sha256: str | None) -> onnxruntime.InferenceSession:
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if expected_sha256 and actual != expected_sha256:
+        raise SystemExit(f"{path}: SHA-256 is {actual}, the registry record says {expected_sha256}")
+    return onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+
+SESSION = open_session(MODEL_PATH, os.environ.get("MODEL_SHA256"))
+INPUT = SESSION.get_inputs()[0].name
+app = FastAPI(title="iris-onnx")
+
+
+class PredictRequest(BaseModel):
+    instances: list[list[float]]
+
+
+@app.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok", "onnxruntime": onnxruntime.__version__, "model": str(MODEL_PATH)}
+
+
+@app.post("/predict")
+def predict(request: PredictRequest) -> dict[str, list[object]]:
+    labels = SESSION.run(None, {INPUT: np.asarray(request.instances, dtype=np.float32)})[0]
+    predictions = [int(label) for label in labels]
+    return {"predictions": predictions, "classes": [CLASSES[label] for label in predictions]}

@@ -1,0 +1,118 @@
+"""The ONNX example end to end, and ONNX models the serve image cannot load."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.support import REPO, free_port, mreg, mreg_json, wait_http
+from tests.support.onnx_models import identity_model
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("iris-onnx") / "iris-onnx"
+    shutil.copytree(REPO / "examples" / "iris-onnx", project, ignore=shutil.ignore_patterns(".mreg", "out"))
+    return project
+
+
+@pytest.fixture(scope="module")
+def built(project: Path) -> dict[str, Any]:
+    result: dict[str, Any] = mreg_json("build", cwd=project)
+    return result
+
+
+@pytest.fixture(scope="module")
+def model(project: Path, built: dict[str, Any]) -> Path:
+    out = project / "out"
+    out.mkdir()
+    trained = subprocess.run(
+        ["docker", "run", "--rm", "--network", "host", "-v", f"{out}:/out", built["train"]["image"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(trained.stdout.strip().splitlines()[-1])["opsets"]["ai.onnx"] == 17
+    return out / "model.onnx"
+
+
+def test_onnx_model_is_checked_and_its_opsets_recorded(project: Path, model: Path) -> None:
+    record = mreg_json("register", str(model), cwd=project)
+    assert record["onnx"]["opsets"]["ai.onnx"] == 17
+    assert record["onnx"]["ir_version"] == 8
+    assert record["onnx"]["producer"] == "skl2onnx 1.16.0"
+    assert record["onnx"]["runtime"] == "onnxruntime 1.17.3"
+    assert "onnxruntime==1.17.3" in record["packages"]["serve"]
+
+
+@pytest.fixture
+def serving(project: Path, model: Path) -> Iterator[str]:
+    from testcontainers.core.container import DockerContainer
+
+    record = mreg_json("show", "iris-onnx", cwd=project)
+    port = free_port()
+    container = (
+        DockerContainer(record["images"]["serve"]["image"])
+        .with_kwargs(network_mode="host")
+        .with_volume_mapping(record["model"]["uri"].removeprefix("file://"), "/models/model.onnx", "ro")
+        .with_env("MODEL_SHA256", record["model"]["sha256"])
+        .with_command(["uvicorn", "serve:app", "--host", "127.0.0.1", "--port", str(port)])
+    )
+    with container:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        yield f"http://127.0.0.1:{port}"
+
+
+def test_serve_image_predicts_with_onnxruntime(serving: str) -> None:
+    instances = [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [6.7, 3.0, 5.2, 2.3]]
+    response = requests.post(f"{serving}/predict", json={"instances": instances}, timeout=10)
+    assert response.status_code == 200
+    assert response.json()["classes"] == ["setosa", "versicolor", "virginica"]
+
+
+def test_an_opset_newer_than_the_serve_runtime_is_refused(project: Path, model: Path, tmp_path: Path) -> None:
+    before = mreg_json("list", "iris-onnx", cwd=project) if (project / ".mreg" / "registry").exists() else []
+    newer = identity_model(tmp_path / "newer.onnx", opset=23)
+    result = mreg("register", str(newer), cwd=project, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"error: {newer}: the serve image's onnxruntime 1.17.3 cannot load this model (IR 8; opsets ai.onnx 23): "
+    )
+    assert "Opset 23 is under development" in result.stderr
+    after = mreg_json("list", "iris-onnx", cwd=project) if (project / ".mreg" / "registry").exists() else []
+    assert after == before
+    supported = identity_model(tmp_path / "supported.onnx", opset=17)
+    assert mreg_json("register", str(supported), cwd=project)["onnx"]["opsets"] == {"ai.onnx": 17}
+
+
+def test_an_onnx_model_needs_a_runtime_in_the_serve_image(tmp_path: Path) -> None:
+    (tmp_path / "registry.toml").write_text('[model]\nname = "no-runtime"\n[python]\nbase_image = "python:3.11-slim"\n')
+    mreg("build", "--lock", cwd=tmp_path)
+    model = identity_model(tmp_path / "model.onnx", opset=17)
+    result = mreg("register", str(model), cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: {model}: an ONNX model (IR 8; opsets ai.onnx 17), but the serve image has no onnxruntime; "
+        "add onnxruntime to packages.serve.\n"
+    )
+    assert not (tmp_path / ".mreg" / "registry").exists()
+    assert not (tmp_path / ".mreg" / "objects").exists()
+
+
+@pytest.mark.parametrize("engine", ["docker"])
+def test_the_classic_engine_runs_the_check_too(tmp_path: Path, engine: str) -> None:
+    (tmp_path / "registry.toml").write_text('[model]\nname = "no-runtime"\n[python]\nbase_image = "python:3.11-slim"\n')
+    mreg("build", "--lock", "--engine", engine, cwd=tmp_path)
+    model = identity_model(tmp_path / "model.onnx", opset=17)
+    result = mreg("register", str(model), "--engine", engine, cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "the serve image has no onnxruntime" in result.stderr
