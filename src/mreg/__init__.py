@@ -10,12 +10,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mreg.errors import MregError
-    from mreg.records import Record
+    from mreg.records import Alias, ModelRef, Record
+    from mreg.registry import Registry
     from mreg.spec import Spec, load_spec
 
-__all__ = ["MregError", "Record", "Spec", "load_spec"]
+__all__ = ["Alias", "ModelRef", "MregError", "Record", "Registry", "Spec", "load_spec"]
 
-_HOMES = {"MregError": "mreg.errors", "Record": "mreg.records", "Spec": "mreg.spec", "load_spec": "mreg.spec"}
+_HOMES = {
+    "Alias": "mreg.records",
+    "ModelRef": "mreg.records",
+    "MregError": "mreg.errors",
+    "Record": "mreg.records",
+    "Registry": "mreg.registry",
+    "Spec": "mreg.spec",
+    "load_spec": "mreg.spec",
+}
 
 
 def __getattr__(name: str) -> Any:

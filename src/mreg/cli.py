@@ -17,6 +17,7 @@ from mreg.errors import Interrupted, MregError
 
 if TYPE_CHECKING:
     from mreg.records import Record
+    from mreg.registry import Registry
     from mreg.spec import Spec
 
 STAGE_CHOICES = ("train", "serve", "all")
@@ -48,18 +49,34 @@ def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
     envvar="MREG_SPEC",
     help="The spec file (env MREG_SPEC).",
 )
+@click.option(
+    "--registry",
+    "registry_uri",
+    envvar="MREG_REGISTRY",
+    help="The registry to read (s3://BUCKET/PREFIX or file://PATH) instead of the spec's (env MREG_REGISTRY).",
+)
 @click.version_option(package_name="mreg")
 @click.pass_context
-def cli(ctx: click.Context, spec_path: Path) -> None:
+def cli(ctx: click.Context, spec_path: Path, registry_uri: str | None) -> None:
     """Build train and serve images pinned to the same libraries, and register models with them."""
-    ctx.obj = spec_path
+    ctx.obj = (spec_path, registry_uri)
 
 
 def _spec(ctx: click.Context) -> Spec:
     from mreg.spec import load_spec
 
-    spec_path: Path = ctx.find_root().obj
+    spec_path, _ = ctx.find_root().obj
     return load_spec(spec_path)
+
+
+def _registry(ctx: click.Context) -> Registry:
+    """--registry (with boto3's endpoint configuration) when given, else the spec's registry."""
+    from mreg.registry import Registry
+
+    spec_path, registry_uri = ctx.find_root().obj
+    if registry_uri:
+        return Registry.open(registry_uri)
+    return Registry.from_spec(spec_path)
 
 
 @cli.command()
@@ -200,21 +217,17 @@ def register(
 
 
 @cli.command()
-@click.argument("model_ref", metavar="NAME[:VERSION]")
+@click.argument("model_ref", metavar="NAME[:VERSION|@ALIAS]")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @click.pass_context
 def show(ctx: click.Context, model_ref: str, as_json: bool) -> None:
-    """Show one version of a model (the latest when no version is given)."""
-    from mreg.records import open_record_store, parse_model_ref
-
-    spec = _spec(ctx)
-    name, version = parse_model_ref(model_ref)
-    record = open_record_store(spec.registry.uri, spec.root).get(name, version)
+    """Show one version of a model (the latest when neither version nor alias is given)."""
+    record = _registry(ctx).get(model_ref)
     click.echo(record.to_json() if as_json else _describe(record))
 
 
 @cli.command()
-@click.argument("model_ref", metavar="NAME[:VERSION]")
+@click.argument("model_ref", metavar="NAME[:VERSION|@ALIAS]")
 @click.option("--stage", type=click.Choice(["train", "serve"]), default="serve", show_default=True)
 @click.option(
     "--format",
@@ -228,38 +241,116 @@ def show(ctx: click.Context, model_ref: str, as_json: bool) -> None:
 def deps(ctx: click.Context, model_ref: str, stage: str, output: str) -> None:
     """Print the exact packages recorded for one image of a model version."""
     from mreg.export import export
-    from mreg.records import open_record_store, parse_model_ref
 
-    spec = _spec(ctx)
-    name, version = parse_model_ref(model_ref)
-    record = open_record_store(spec.registry.uri, spec.root).get(name, version)
+    record = _registry(ctx).get(model_ref)
     click.echo(export(record, stage, output), nl=False)  # type: ignore[arg-type]
 
 
 @cli.command("list")
 @click.argument("name", required=False)
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Versions to show.")
+@click.option("--limit", type=click.IntRange(min=1, max=1000), default=20, show_default=True, help="Versions per page.")
+@click.option("--before", type=click.IntRange(min=2), help="Show versions older than this one (the next page).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_context
-def list_(ctx: click.Context, name: str | None, limit: int, as_json: bool) -> None:
-    """List models, or the versions of model NAME (newest first)."""
-    from mreg.records import open_record_store
+def list_(ctx: click.Context, name: str | None, limit: int, before: int | None, as_json: bool) -> None:
+    """List models, or the versions of model NAME, newest first, a page at a time."""
+    from mreg.records import check_name
 
-    spec = _spec(ctx)
-    store = open_record_store(spec.registry.uri, spec.root)
+    records = _registry(ctx).records
     if name is None:
-        models = store.models()
+        models = records.models()
         click.echo(json.dumps(models) if as_json else "\n".join(models))
         return
-    records = store.versions(name, limit=limit)
+    page = records.versions(check_name(name), limit=limit, before=before)
     if as_json:
-        click.echo(json.dumps([record.model_dump(mode="json") for record in records], indent=2))
+        click.echo(json.dumps([record.model_dump(mode="json") for record in page], indent=2))
         return
     rows = [
-        (f"{r.name}:{r.version}", r.created_at.isoformat(), r.model.sha256[:12], r.images["serve"].image)
-        for r in records
+        (f"{r.name}:{r.version}", r.created_at.isoformat(), r.model.sha256[:12], r.images["serve"].image) for r in page
     ]
     _table(("VERSION", "CREATED", "SHA256", "SERVE IMAGE"), rows)
+    if page and page[-1].version > 1:
+        _say(f"older versions: mreg list {name} --before {page[-1].version}")
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("args", nargs=-1, metavar="[VERSION] ALIAS")
+@click.option("--delete", is_flag=True, help="Remove the alias (its history is kept).")
+@click.option("--history", is_flag=True, help="Show every move of the alias.")
+@click.option("--json", "as_json", is_flag=True, help="Print the alias document as JSON.")
+@click.pass_context
+def alias(ctx: click.Context, name: str, args: tuple[str, ...], delete: bool, history: bool, as_json: bool) -> None:
+    """Point NAME@ALIAS at VERSION (e.g. `mreg alias iris-rf 3 production`), or --delete / --history it."""
+    registry = _registry(ctx)
+    if delete or history:
+        if len(args) != 1:
+            raise click.UsageError("give NAME and ALIAS with --delete or --history.")
+        result = registry.delete_alias(name, args[0]) if delete else registry.alias(name, args[0])
+    else:
+        if len(args) != 2 or not args[0].isdigit():
+            raise click.UsageError("give NAME VERSION ALIAS, e.g. `mreg alias iris-rf 3 production`.")
+        result = registry.move_alias(name, int(args[0]), args[1])
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+    elif history:
+        for event in result.history:
+            moved = f"{event.previous or '-'} -> {event.version or 'deleted'}"
+            click.echo(f"{event.at.isoformat()}  {moved:<16}  {event.by}")
+    else:
+        target = f"version {result.version}" if result.version else "nothing (deleted)"
+        click.echo(f"{result.name}@{result.alias} -> {target}")
+
+
+@cli.command()
+@click.argument("model_ref", metavar="NAME[:VERSION|@ALIAS]")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="A directory (the model keeps its file name) or a file path.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the path, digest and serve image as JSON.")
+@click.pass_context
+def pull(ctx: click.Context, model_ref: str, output: Path, as_json: bool) -> None:
+    """Download a model, check its SHA-256, and print the serve image it belongs with."""
+    registry = _registry(ctx)
+    record = registry.get(model_ref)
+    with _upload_progress(record.model.size, "downloading") as on_progress:
+        path = registry.download(record, output, on_progress=on_progress)
+    serve = record.images["serve"].image
+    if as_json:
+        document = {"name": record.name, "version": record.version, "path": str(path), "sha256": record.model.sha256}
+        click.echo(json.dumps({**document, "serve_image": serve, "train_image": record.images["train"].image}))
+    else:
+        _say(f"pulled {record.name}:{record.version} to {path} (sha256 {record.model.sha256} checked)")
+        click.echo(serve)
+
+
+@cli.command()
+@click.argument("model_ref", metavar="NAME[:VERSION|@ALIAS]")
+@engine_options
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.pass_context
+def verify(ctx: click.Context, model_ref: str, engine_name: str, builder: str | None, as_json: bool) -> None:
+    """Check a version: its record's digest, its model bytes, and both image digests in their registries."""
+    from mreg.engine import open_engine
+    from mreg.errors import IntegrityError
+    from mreg.pipeline import verify as verify_record
+
+    registry = _registry(ctx)
+    record = registry.get(model_ref)
+    checks = verify_record(registry, record, lambda: open_engine(engine_name, builder=builder))  # type: ignore[arg-type]
+    if as_json:
+        click.echo(json.dumps([{"subject": c.subject, "ok": c.ok, "detail": c.detail} for c in checks], indent=2))
+    else:
+        for check in checks:
+            click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.subject:<6}  {check.detail}")
+    failed = [check.subject for check in checks if not check.ok]
+    if failed:
+        raise IntegrityError(f"{record.name}:{record.version} failed verification: {', '.join(failed)}.")
 
 
 def main() -> NoReturn:
@@ -318,7 +409,7 @@ def _progress(title: str) -> Iterator[Callable[[str], None]]:
 
 
 @contextmanager
-def _upload_progress(total: int) -> Iterator[Callable[[int], None] | None]:
+def _upload_progress(total: int, title: str = "uploading") -> Iterator[Callable[[int], None] | None]:
     """A transfer bar on a terminal; nothing in CI logs."""
     from rich.console import Console
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
@@ -328,7 +419,7 @@ def _upload_progress(total: int) -> Iterator[Callable[[int], None] | None]:
         yield None
         return
     with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
-        task = bar.add_task("uploading", total=total)
+        task = bar.add_task(title, total=total)
         yield lambda count: bar.advance(task, count)
 
 

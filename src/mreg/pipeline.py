@@ -6,6 +6,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -13,10 +14,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mreg.engine import BuiltImage, Engine
-from mreg.errors import InvalidInputError, SkewError
+from mreg.errors import InvalidInputError, MregError, SkewError
 from mreg.lock import ensure_lock, load_lock
 from mreg.onnx_model import check_serve_runtime, read_onnx
 from mreg.records import GitInfo, ImageRecord, ModelFile, Record, open_record_store
+from mreg.registry import Registry
 from mreg.render import render
 from mreg.skew import ImageEnvironment, check_environments, inspect_image
 from mreg.spec import STAGES, Spec, Stage
@@ -124,7 +126,8 @@ def register(
     onnx = read_onnx(model_file)
     if onnx is not None:
         onnx = check_serve_runtime(engine(), built.images["serve"].image, model_file, onnx)
-    stored = open_object_store(spec.storage.uri, spec.root).put_file(model_file, on_progress=on_progress)
+    objects = open_object_store(spec.storage.uri, spec.root, endpoint_url=spec.storage.endpoint_url)
+    stored = objects.put_file(model_file, on_progress=on_progress)
     model = ModelFile(uri=stored.uri, sha256=stored.sha256, size=stored.size, filename=model_file.name)
     git = git_info(spec.root)
     created_at = datetime.now(UTC).replace(microsecond=0)
@@ -143,7 +146,56 @@ def register(
             onnx=onnx,
         )
 
-    return open_record_store(spec.registry.uri, spec.root).create(spec.model.name, make)
+    records = open_record_store(spec.registry.uri, spec.root, endpoint_url=spec.registry.endpoint_url)
+    return records.create(spec.model.name, make)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One thing `verify` looked at."""
+
+    subject: str
+    ok: bool
+    detail: str
+
+
+def verify(registry: Registry, record: Record, engine: Callable[[], Engine]) -> list[Check]:
+    """Check that the record's model bytes still hash to its SHA-256 and that both images are still
+    there, pinned by their recorded digests (and their tags not moved). The record's own digest was
+    checked when it was read."""
+    checks = [Check("record", True, f"{record.name}:{record.version} matches its digest {record.digest}")]
+    try:
+        sha256, size = registry.object_store(record).digest(record.model.uri)
+    except MregError as exc:
+        checks.append(Check("model", False, str(exc)))
+    else:
+        same = (sha256, size) == (record.model.sha256, record.model.size)
+        found = f"{size} bytes, sha256 {sha256}"
+        expected = f"{record.model.size} bytes, sha256 {record.model.sha256}"
+        detail = found if same else f"{record.model.uri} holds {found}; the record says {expected}"
+        checks.append(Check("model", same, detail))
+    opened = engine()
+    for stage, image in record.images.items():
+        checks.append(_check_image(opened, stage, image))
+    return checks
+
+
+def _check_image(engine: Engine, stage: str, image: ImageRecord) -> Check:
+    try:
+        if image.image == image.digest:  # a local image, pinned by its ID
+            found, tagged = engine.local_image_id(image.image), engine.local_image_id(image.ref)
+            where = "in the local engine"
+        else:
+            found, tagged = engine.registry_digest(image.image), engine.registry_digest(image.ref)
+            where = "in its registry"
+    except MregError as exc:
+        return Check(stage, False, str(exc))
+    if found != image.digest:
+        return Check(stage, False, f"{image.image} is gone {where}")
+    if tagged != image.digest:
+        now = f"now points to {tagged}" if tagged else "is gone"
+        return Check(stage, False, f"{image.ref} {now}; the record pins {image.digest} (re-pushed or re-tagged)")
+    return Check(stage, True, f"{image.image} present {where}")
 
 
 def load_build_result(spec: Spec, path: Path | None = None) -> BuildResult:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shlex
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -145,8 +146,8 @@ def exec_form(values: list[str]) -> str:
 def label_quote(value: object) -> str:
     """A double-quoted Dockerfile string: no variable expansion, no line break, no escape of the quote."""
     text = str(value)
-    if any(char in text for char in "\r\n"):
-        raise ValueError(f"a label cannot hold a line break: {text!r}")
+    if any(unicodedata.category(char) in {"Cc", "Zl", "Zp"} for char in text):
+        raise SpecError(f"a label cannot hold a control or line-separator character: {text!r}.")
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     return f'"{escaped}"'
 
@@ -191,7 +192,7 @@ def _collect(source: Path, context_path: str) -> dict[str, Path]:
 def _tidy(text: str) -> str:
     """Drop the blank lines the template's conditionals leave behind; one blank line before each stage."""
     lines: list[str] = []
-    for line in filter(str.strip, text.splitlines()):
+    for line in filter(str.strip, text.split("\n")):
         if line.startswith("FROM ") and lines:
             lines.append("")
         lines.append(line.rstrip())

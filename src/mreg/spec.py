@@ -10,6 +10,7 @@ import unicodedata
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -26,14 +27,18 @@ from pydantic_core import PydanticCustomError
 
 from mreg.errors import SpecError
 from mreg.refs import parse_reference, parse_repository
+from mreg.s3 import parse_s3_uri
 
 Stage = Literal["train", "serve"]
 STAGES: tuple[Stage, ...] = ("train", "serve")
 GROUPS = ("shared", "train", "serve")
+DOCKERFILE_STAGES = ("uv", "base", "train", "serve")
 DEFAULT_STORAGE_URI = "file://.mreg/objects"
 DEFAULT_REGISTRY_URI = "file://.mreg/registry"
 
-MODEL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+MODEL_NAME_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+"""Also a valid path component of an image repository (`mreg/<name>`), so Docker can use it."""
+MAX_NAME = 64
 PYTHON_VERSION_RE = re.compile(r"3\.[0-9]{1,2}")
 PLATFORM_RE = re.compile(r"(?P<arch>x86_64|aarch64)-manylinux_2_[0-9]{1,2}")
 DOCKER_PLATFORMS = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}
@@ -49,13 +54,11 @@ def _fail(reason: str) -> PydanticCustomError:
 
 
 def _model_name(value: str) -> str:
-    if not MODEL_NAME_RE.fullmatch(value):
+    if len(value) > MAX_NAME or not MODEL_NAME_RE.fullmatch(value):
         raise _fail(
-            "is not a valid model name (1-64 characters: lower-case letters, digits, '.', '_', '-', "
-            "starting with a letter or digit)"
+            "is not a valid model name (1-64 lower-case letters and digits, in words joined by '.', '_', "
+            "'__' or dashes; it starts and ends with a letter or digit)"
         )
-    if ".." in value:
-        raise _fail("is not a valid model name ('..' is not allowed)")
     return value
 
 
@@ -72,6 +75,11 @@ def _platform(value: str) -> str:
 
 
 def _image_reference(value: str) -> str:
+    if value.lower() in DOCKERFILE_STAGES:
+        raise _fail(
+            f"names a stage of mreg's Dockerfile ({', '.join(DOCKERFILE_STAGES)}); write the image in full, "
+            f"e.g. docker.io/library/{value.lower()}:latest"
+        )
     try:
         return str(parse_reference(value))
     except ValueError as exc:
@@ -86,6 +94,8 @@ def _repository(value: str) -> str:
 
 
 def _requirement(value: str) -> str:
+    if "\\" in value:
+        raise _fail("holds a backslash; escapes are not part of PEP 508 and are refused")
     try:
         requirement = Requirement(value)
     except InvalidRequirement as exc:
@@ -93,7 +103,10 @@ def _requirement(value: str) -> str:
         raise _fail(f"is not a valid PEP 508 requirement ({reason})") from None
     if requirement.url:
         raise _fail("is a direct URL requirement; mreg installs from package indexes only")
-    return str(requirement)
+    normalised = str(requirement)
+    if _has_control(normalised):
+        raise _fail("contains a control or line-separator character")
+    return normalised
 
 
 def _debian_package(value: str) -> str:
@@ -107,7 +120,7 @@ def _debian_package(value: str) -> str:
 
 def _label_key(value: str) -> str:
     if len(value) > 128 or not LABEL_KEY_RE.fullmatch(value):
-        raise _fail("is not a valid label key (lower-case letters and digits separated by '.', '-' or '_')")
+        raise _fail("is not a valid label key (at most 128 lower-case letters and digits separated by '.', '-' or '_')")
     if value.startswith(RESERVED_LABEL_PREFIXES):
         raise _fail("is reserved: mreg sets the io.mreg.* and org.opencontainers.image.* labels itself")
     return value
@@ -126,8 +139,25 @@ def _relative_path(value: str) -> str:
 
 
 def _store_uri(value: str) -> str:
+    if value.startswith("s3://"):
+        try:
+            parse_s3_uri(value)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        return value
     if not value.startswith("file://") or value == "file://":
-        raise _fail("is not a supported storage URI (use file://PATH)")
+        raise _fail("is not a supported store URI (use file://PATH or s3://BUCKET/PREFIX)")
+    return value
+
+
+def _endpoint_url(value: str) -> str:
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise _fail("is not an http(s)://HOST[:PORT] endpoint URL")
+    if parsed.username or parsed.password:
+        raise _fail("holds credentials; mreg takes them from boto3's configuration chain, never from the spec")
+    if parsed.query or parsed.fragment:
+        raise _fail("must not have a query or fragment")
     return value
 
 
@@ -142,6 +172,7 @@ LabelKey = Annotated[str, AfterValidator(_label_key)]
 LabelValue = Annotated[str, Field(max_length=MAX_TEXT)]
 RelativePath = Annotated[str, AfterValidator(_relative_path)]
 StoreUri = Annotated[str, AfterValidator(_store_uri)]
+EndpointUrl = Annotated[str, AfterValidator(_endpoint_url)]
 Argument = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
 
 
@@ -201,10 +232,13 @@ class StagesTable(_Table):
 
 class StorageTable(_Table):
     uri: StoreUri = DEFAULT_STORAGE_URI
+    endpoint_url: EndpointUrl | None = None
+    """An S3-compatible server (MinIO, ...); default: boto3's (AWS_ENDPOINT_URL, or AWS)."""
 
 
 class RegistryTable(_Table):
     uri: StoreUri = DEFAULT_REGISTRY_URI
+    endpoint_url: EndpointUrl | None = None
 
 
 class RenderTable(_Table):
@@ -225,6 +259,15 @@ class Spec(_Table):
     render: RenderTable = RenderTable()
 
     _source: Path = PrivateAttr(default=Path("registry.toml"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _printable(cls, data: Any) -> Any:
+        """No value anywhere may hold a control or line-separator character (one could break a line)."""
+        problems = [_describe(key, value, reason) for key, value, reason in _unprintable(data)]
+        if problems:
+            raise _fail("\n".join(problems))
+        return data
 
     @model_validator(mode="after")
     def _no_duplicates(self) -> Spec:
@@ -272,12 +315,13 @@ class Spec(_Table):
         return (self.root / relative).resolve()
 
     def digest(self) -> str:
-        """SHA-256 of the spec's canonical JSON form: comments, key and package order do not change it."""
-        data = self.model_dump(mode="json", by_alias=True)
+        """SHA-256 of the spec's canonical JSON form: comments, key and package order, and keys left at their
+        defaults (spelled out or not, or added by a later mreg) do not change it."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         for table in ("packages", "system_packages"):
-            data[table] = {group: sorted(items) for group, items in data[table].items()}
-        for stage in STAGES:
-            data["stages"][stage]["copy"].sort()
+            data[table] = {group: sorted(items) for group, items in data.get(table, {}).items()}
+        for stage in data.get("stages", {}).values():
+            stage.get("copy", []).sort()
         canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -295,9 +339,6 @@ def load_spec(path: Path | str) -> Spec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: invalid TOML: {exc}.") from None
-    problems = [f"{path}: {_describe(key, value, reason)}" for key, value, reason in _unprintable(data)]
-    if problems:
-        raise SpecError("\n".join(problems))
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
@@ -351,7 +392,9 @@ def _explain(exc: ValidationError, data: dict[str, Any]) -> Iterator[str]:
         elif kind == "extra_forbidden":
             yield _describe(key, value, f"is not a known key (allowed: {_allowed_keys(loc[:-1])})")
         elif kind == "mreg" and not loc:
-            yield error["msg"]  # a cross-field check that already names its key
+            yield from error["msg"].splitlines()  # whole-spec checks name their keys themselves
+        elif kind in ("model_type", "dict_type"):
+            yield _describe(key, value, "should be a table")
         elif kind == "mreg":
             if "[key]" in error["loc"]:
                 yield _describe(key, _MISSING, f"the key {json.dumps(loc[-1])} {error['msg']}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -40,3 +42,45 @@ def registry(docker_engine: None) -> Iterator[str]:
     with container:
         wait_http(f"http://127.0.0.1:{port}/v2/", timeout=30)
         yield f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 server over real HTTP on 127.0.0.1; yields its endpoint URL."""
+    from tests.support.moto import SerialMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    port = free_port()
+    server = SerialMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "mreg-test-key",
+    "AWS_SECRET_ACCESS_KEY": "mreg-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """boto3's configuration chain pointed at moto, in this process and for the CLI processes tests start."""
+    env = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": moto_endpoint}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return env
+
+
+@pytest.fixture
+def bucket(s3_env: dict[str, str]) -> str:
+    """A new, empty bucket for one test."""
+    import boto3
+
+    name = f"mreg-{uuid.uuid4().hex[:20]}"
+    boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=name)
+    return name

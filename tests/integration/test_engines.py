@@ -9,45 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.support import free_port, mreg
+from tests.support.projects import NOTE, tiny_project
 
 pytestmark = pytest.mark.docker
-
-NOTE = 'it\'s "quoted" $HOME ${PATH} \\ back`id`'
-SPEC = """
-[model]
-name = "tiny"
-[python]
-base_image = "python:3.11-slim"
-[packages]
-shared = {shared}
-[system_packages]
-shared = {system}
-[images]
-{repository}
-[images.labels]
-note = {note}
-[stages.serve]
-copy = ["app.py"]
-command = ["python", "app.py", "$HOME"]
-"""
-
-
-def tiny_project(
-    directory: Path, *, repository: str | None = None, shared: tuple[str, ...] = (), system: tuple[str, ...] = ()
-) -> Path:
-    """A small spec (no Python packages unless asked), locked."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "app.py").write_text("import sys\nprint('tiny says', *sys.argv[1:])\n")
-    text = SPEC.format(
-        shared=json.dumps(list(shared)),
-        system=json.dumps(list(system)),
-        repository=f'repository = "{repository}"' if repository else "",
-        note=json.dumps(NOTE),
-    )
-    (directory / "registry.toml").write_text(text)
-    if not shared or all(" " not in requirement and ";" not in requirement for requirement in shared):
-        mreg("lock", cwd=directory, check=False)
-    return directory
 
 
 def labels(image: str) -> dict[str, str]:

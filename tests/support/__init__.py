@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -13,10 +16,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
-from mreg.lock import Lock, LockedPackage, lock_inputs
-from mreg.spec import Spec
+from mreg import pipeline
+from mreg.lock import Lock, LockedPackage, load_lock, lock_inputs
+from mreg.records import ImageRecord
+from mreg.render import render
+from mreg.skew import ImageEnvironment
+from mreg.spec import Spec, Stage, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,3 +106,43 @@ def make_lock(spec: Spec, sets: dict[str, dict[str, str]]) -> Lock:
 
 def name_hash(name: str, version: str) -> str:
     return hashlib.sha256(f"{name}=={version}".encode()).hexdigest()
+
+
+DIGESTS = {"train": "sha256:" + "1" * 64, "serve": "sha256:" + "2" * 64}
+
+
+def save_build(project: Path, stages: tuple[Stage, ...] = ("train", "serve")) -> None:
+    """A build result as `mreg build` leaves it for the project's current files (image digests made up,
+    installed distributions as the lock pins them)."""
+    spec = load_spec(project / "registry.toml")
+    lock = load_lock(spec)
+    result = pipeline.BuildResult(
+        spec_sha256=spec.digest(),
+        context_sha256=render(spec, lock).digest(),
+        buildkit=True,
+        images={
+            stage: ImageRecord(ref=f"mreg/iris-rf:{stage}-x", digest=DIGESTS[stage], image=DIGESTS[stage])
+            for stage in stages
+        },
+        environments={stage: ImageEnvironment(python="3.11.2", packages=lock.pins(stage)) for stage in stages},
+    )
+    (project / ".mreg").mkdir(exist_ok=True)
+    (project / ".mreg" / "build.json").write_text(result.model_dump_json())
+
+
+def mreg_in_process(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+    """Run the command line in this process (fast, for large tables of cases): (exit code, stdout, stderr)."""
+    from mreg.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["mreg", *args])
+    stdout, stderr = io.StringIO(), io.StringIO()
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            main()
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return code, stdout.getvalue(), stderr.getvalue()

@@ -15,33 +15,9 @@ import pytest
 from mreg import pipeline
 from mreg.engine import Engine
 from mreg.errors import InvalidInputError
-from mreg.lock import load_lock
-from mreg.records import ImageRecord, Record
-from mreg.render import render
-from mreg.skew import ImageEnvironment
-from mreg.spec import Spec, Stage, load_spec
-from tests.support import copy_example, mreg
-
-DIGESTS = {"train": "sha256:" + "1" * 64, "serve": "sha256:" + "2" * 64}
-
-
-def save_build(project: Path, stages: tuple[Stage, ...] = ("train", "serve")) -> None:
-    """A build result as `mreg build` leaves it for the project's current files (image digests made up,
-    installed distributions as the lock pins them)."""
-    spec = load_spec(project / "registry.toml")
-    lock = load_lock(spec)
-    result = pipeline.BuildResult(
-        spec_sha256=spec.digest(),
-        context_sha256=render(spec, lock).digest(),
-        buildkit=True,
-        images={
-            stage: ImageRecord(ref=f"mreg/iris-rf:{stage}-x", digest=DIGESTS[stage], image=DIGESTS[stage])
-            for stage in stages
-        },
-        environments={stage: ImageEnvironment(python="3.11.2", packages=lock.pins(stage)) for stage in stages},
-    )
-    (project / ".mreg").mkdir(exist_ok=True)
-    (project / ".mreg" / "build.json").write_text(result.model_dump_json())
+from mreg.records import Record
+from mreg.spec import Spec, load_spec
+from tests.support import DIGESTS, copy_example, mreg, save_build
 
 
 def register(spec: Spec, model: Path) -> Record:

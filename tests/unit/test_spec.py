@@ -6,12 +6,17 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import InvalidRequirement, Requirement
+from pydantic import ValidationError
 
 from mreg.errors import SpecError
-from mreg.spec import DEFAULT_REGISTRY_URI, DEFAULT_STORAGE_URI, load_spec
+from mreg.spec import DEFAULT_REGISTRY_URI, DEFAULT_STORAGE_URI, Spec, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = '[model]\nname = "iris"\n'
+NAME_RULE = (
+    "1-64 lower-case letters and digits, in words joined by '.', '_', '__' or dashes; it starts and ends with a "
+    "letter or digit"
+)
 
 
 def packaging_reason(text: str) -> str:
@@ -94,24 +99,12 @@ def test_digest_ignores_comments_and_key_order(tmp_path: Path) -> None:
             "registry.toml: pakages = {...}: is not a known key (allowed: model, python, packages, "
             "system_packages, images, stages, storage, registry, render).",
         ),
-        (
-            '[model]\nname = "Iris"\n',
-            'registry.toml: model.name = "Iris": is not a valid model name (1-64 characters: lower-case '
-            "letters, digits, '.', '_', '-', starting with a letter or digit).",
-        ),
-        (
-            '[model]\nname = "a/b"\n',
-            'registry.toml: model.name = "a/b": is not a valid model name (1-64 characters: lower-case '
-            "letters, digits, '.', '_', '-', starting with a letter or digit).",
-        ),
-        (
-            '[model]\nname = "a..b"\n',
-            "registry.toml: model.name = \"a..b\": is not a valid model name ('..' is not allowed).",
-        ),
-        (
-            f'[model]\nname = "{"a" * 65}"\n',
-            f'registry.toml: model.name = "{"a" * 65}": is not a valid model name (1-64 characters: '
-            "lower-case letters, digits, '.', '_', '-', starting with a letter or digit).",
+        *(
+            (
+                f'[model]\nname = "{name}"\n',
+                f'registry.toml: model.name = "{name}": is not a valid model name ({NAME_RULE}).',
+            )
+            for name in ("Iris", "a/b", "a..b", "a" * 65, "iris-", "a._b", "a___b", "-a", "")
         ),
         (
             MINIMAL + "[python]\nversion = 3.11\n",
@@ -190,11 +183,25 @@ def test_digest_ignores_comments_and_key_order(tmp_path: Path) -> None:
         (
             MINIMAL + '[images.labels]\n"Team Name" = "x"\n',
             'registry.toml: images.labels."Team Name": the key "Team Name" is not a valid label key '
-            "(lower-case letters and digits separated by '.', '-' or '_').",
+            "(at most 128 lower-case letters and digits separated by '.', '-' or '_').",
         ),
         (
             MINIMAL + '[images.labels]\nteam = "a\\nFROM scratch"\n',
             'registry.toml: images.labels.team = "a\\nFROM scratch": contains a control or line-separator character.',
+        ),
+        (
+            MINIMAL + "[packages]\nshared = ['numpy; os_name == \"\\x1b[2J\"']\n",
+            'registry.toml: packages.shared[0] = "numpy; os_name == \\"\\\\x1b[2J\\"": holds a backslash; escapes '
+            "are not part of PEP 508 and are refused.",
+        ),
+        (
+            MINIMAL + '[python]\nbase_image = "uv"\n',
+            'registry.toml: python.base_image = "uv": names a stage of mreg\'s Dockerfile (uv, base, train, serve); '
+            "write the image in full, e.g. docker.io/library/uv:latest.",
+        ),
+        (
+            'model = "iris"\n',
+            'registry.toml: model = "iris": should be a table.',
         ),
         (
             MINIMAL + '[stages.train]\ncopy = ["../secrets"]\n',
@@ -216,7 +223,27 @@ def test_digest_ignores_comments_and_key_order(tmp_path: Path) -> None:
         ),
         (
             MINIMAL + '[storage]\nuri = "ftp://models"\n',
-            'registry.toml: storage.uri = "ftp://models": is not a supported storage URI (use file://PATH).',
+            'registry.toml: storage.uri = "ftp://models": is not a supported store URI (use file://PATH or '
+            "s3://BUCKET/PREFIX).",
+        ),
+        (
+            MINIMAL + '[registry]\nuri = "s3://My_Bucket/x"\n',
+            "registry.toml: registry.uri = \"s3://My_Bucket/x\": names an invalid bucket 'My_Bucket' (3-63 lower-case "
+            "letters, digits, '.', '-').",
+        ),
+        (
+            MINIMAL + '[storage]\nuri = "s3://models/a/../b"\n',
+            "registry.toml: storage.uri = \"s3://models/a/../b\": has an invalid prefix (letters, digits, '.', '_', "
+            "'-' separated by '/'; no '..').",
+        ),
+        (
+            MINIMAL + '[storage]\nuri = "s3://models/m"\nendpoint_url = "http://key:secret@127.0.0.1:9000"\n',
+            'registry.toml: storage.endpoint_url = "http://key:secret@127.0.0.1:9000": holds credentials; mreg takes '
+            "them from boto3's configuration chain, never from the spec.",
+        ),
+        (
+            MINIMAL + '[registry]\nendpoint_url = "ftp://127.0.0.1"\n',
+            'registry.toml: registry.endpoint_url = "ftp://127.0.0.1": is not an http(s)://HOST[:PORT] endpoint URL.',
         ),
         (
             MINIMAL + "[python\n",
@@ -231,8 +258,7 @@ def test_refusals(tmp_path: Path, text: str, message: str) -> None:
 def test_every_problem_is_reported(tmp_path: Path) -> None:
     text = '[model]\nname = "A"\n[python]\nversion = "2.7"\n'
     assert refusal(tmp_path, text).splitlines() == [
-        'registry.toml: model.name = "A": is not a valid model name (1-64 characters: lower-case letters, '
-        "digits, '.', '_', '-', starting with a letter or digit).",
+        f'registry.toml: model.name = "A": is not a valid model name ({NAME_RULE}).',
         'registry.toml: python.version = "2.7": is not a Python version of the form "3.X".',
     ]
 
@@ -263,4 +289,13 @@ def test_same_basename_copied_twice_is_refused(tmp_path: Path) -> None:
     assert message == (
         'registry.toml: stages.serve.copy[1] = "b/app.py": would overwrite /app/app.py, already copied by '
         "stages.serve.copy[0]."
+    )
+
+
+def test_models_built_without_load_spec_refuse_control_characters() -> None:
+    data = {"model": {"name": "iris"}, "images": {"labels": {"team": "a\x0bFROM scratch"}}}
+    with pytest.raises(ValidationError) as caught:
+        Spec.model_validate(data)
+    assert 'images.labels.team = "a\\u000bFROM scratch": contains a control or line-separator character.' in str(
+        caught.value
     )

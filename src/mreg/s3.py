@@ -1,0 +1,134 @@
+"""What the S3 object store and the S3 record store share: locations, the client, and error translation.
+
+The client uses boto3's own configuration chain (credentials, region, profiles, `AWS_ENDPOINT_URL`), so any
+S3-compatible server works (AWS S3, MinIO, GCS interoperability). Transient failures (connection resets,
+5xx, throttling) are retried by botocore's standard retry mode with bounded exponential backoff;
+permanent ones fail at once with a message that says what to fix. Credentials never leave boto3.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mreg.errors import InvalidInputError, MregError, NotFoundError, StorageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+PREFIX_PART_RE = re.compile(r"[A-Za-z0-9._-]+")
+MAX_ATTEMPTS = 6
+"""Per request, by botocore's standard retry mode (AWS_MAX_ATTEMPTS and AWS_RETRY_MODE override it)."""
+ABORT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+"""Waits between attempts to abort a failed multipart upload: the server may be coming back."""
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchUpload"}
+_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """`s3://bucket/prefix`: where a store keeps its objects."""
+
+    bucket: str
+    prefix: str
+
+    def key(self, *parts: str) -> str:
+        """The key of `parts` below the prefix."""
+        return "/".join([self.prefix, *parts] if self.prefix else parts)
+
+    def uri(self, key: str) -> str:
+        """The `s3://` URI of a key."""
+        return f"s3://{self.bucket}/{key}"
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    """Split and check `s3://bucket[/prefix]`; raise ValueError with the reason."""
+    if not uri.startswith("s3://"):
+        raise ValueError("is not an s3:// URI")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise ValueError(f"names an invalid bucket {bucket!r} (3-63 lower-case letters, digits, '.', '-')")
+    prefix = prefix.strip("/")
+    if prefix and not all(PREFIX_PART_RE.fullmatch(part) and part not in {".", ".."} for part in prefix.split("/")):
+        raise ValueError("has an invalid prefix (letters, digits, '.', '_', '-' separated by '/'; no '..')")
+    return S3Location(bucket, prefix)
+
+
+def object_location(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an object's `s3://bucket/key` URI."""
+    try:
+        location = parse_s3_uri(uri)
+    except ValueError as exc:
+        raise InvalidInputError(f"{uri}: {exc}.") from None
+    if not location.prefix:
+        raise InvalidInputError(f"{uri}: names a bucket, not an object.")
+    return location.bucket, location.prefix
+
+
+def make_client(endpoint_url: str | None = None) -> S3Client:
+    """An S3 client from boto3's configuration chain; `endpoint_url` overrides AWS_ENDPOINT_URL."""
+    import boto3
+    from botocore.config import Config
+
+    retries: Any = {
+        "mode": os.environ.get("AWS_RETRY_MODE", "standard"),
+        "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", MAX_ATTEMPTS)),
+    }
+    config = Config(
+        retries=retries,
+        max_pool_connections=32,
+        connect_timeout=5,
+        read_timeout=60,
+        tcp_keepalive=True,
+    )
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def boto_errors() -> tuple[type[Exception], ...]:
+    """The exceptions boto3 raises for failed requests (imported lazily, like boto3 itself)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
+
+
+def translate(exc: Exception, what: str) -> MregError:
+    """One of mreg's errors for a boto3/botocore exception raised while doing `what`."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return StorageError(
+            f"cannot {what}: no usable AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "AWS_PROFILE, or an instance role)."
+        )
+    if isinstance(exc, (EndpointConnectionError, ConnectionError)):
+        return StorageError(f"cannot {what}: the S3 endpoint is unreachable ({_reason(exc)}).")
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        message = exc.response.get("Error", {}).get("Message", "") or code
+        if code in _NOT_FOUND:
+            return NotFoundError(f"cannot {what}: {message or 'not found'} ({code}).")
+        if code in _DENIED:
+            return StorageError(
+                f"cannot {what}: access denied ({code}: {message}); check the credentials and the bucket policy."
+            )
+        return StorageError(f"cannot {what}: {code}: {message}.")
+    return StorageError(f"cannot {what}: {_reason(exc)}.")
+
+
+def error_code(exc: Exception) -> str:
+    """The S3 error code of a ClientError ('' for anything else)."""
+    response: Any = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc).strip() or type(exc).__name__

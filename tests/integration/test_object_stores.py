@@ -1,0 +1,140 @@
+"""Both object stores (a directory, and S3 over HTTP to moto's server): content-addressed, checksummed,
+nothing partial left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+
+from mreg.errors import IntegrityError, InvalidInputError, NotFoundError
+from mreg.storage import ObjectStore, open_object_store
+from mreg.storage.s3 import MiB, S3ObjectStore
+
+SMALL = b"model bytes" * 1000
+LARGE_SIZE = 12 * MiB + 123
+
+
+@pytest.fixture(params=["file", "s3"])
+def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "file":
+        return (tmp_path / "objects").as_uri()
+    bucket: str = request.getfixturevalue("bucket")
+    return f"s3://{bucket}/team/objects"
+
+
+@pytest.fixture
+def store(store_uri: str, tmp_path: Path) -> ObjectStore:
+    opened = open_object_store(store_uri, tmp_path)
+    if isinstance(opened, S3ObjectStore):
+        opened.part_size = 5 * MiB  # S3's smallest part: several parts for the large file
+    return opened
+
+
+@pytest.fixture
+def large(tmp_path: Path) -> Path:
+    path = tmp_path / "large.bin"
+    path.write_bytes(os.urandom(LARGE_SIZE))
+    return path
+
+
+def leftovers(store_uri: str) -> list[str]:
+    """Everything the store holds besides its content-addressed objects, and open multipart uploads."""
+    if store_uri.startswith("file://"):
+        root = Path(store_uri.removeprefix("file://"))
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.parent.name != "sha256")
+    bucket, _, prefix = store_uri.removeprefix("s3://").partition("/")
+    client = boto3.client("s3")
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    uploads = [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    return sorted([k for k in keys if "/sha256/" not in k] + [f"upload:{k}" for k in uploads])
+
+
+def stored_objects(store_uri: str) -> list[str]:
+    if store_uri.startswith("file://"):
+        root = Path(store_uri.removeprefix("file://")) / "sha256"
+        return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    bucket, _, prefix = store_uri.removeprefix("s3://").partition("/")
+    contents = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/sha256/").get("Contents", [])
+    return sorted(o["Key"].rsplit("/", 1)[1] for o in contents)
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_put_file_is_content_addressed_and_round_trips(
+    store: ObjectStore, store_uri: str, tmp_path: Path, large: Path, size: str
+) -> None:
+    source = large if size == "large" else tmp_path / "small.bin"
+    if size == "small":
+        source.write_bytes(SMALL)
+    data = source.read_bytes()
+    seen: list[int] = []
+    stored = store.put_file(source, on_progress=seen.append)
+    digest = hashlib.sha256(data).hexdigest()
+    assert stored.sha256 == digest
+    assert stored.size == len(data) == sum(seen)
+    assert stored.uri.endswith(f"/sha256/{digest}")
+    assert store.digest(stored.uri) == (digest, len(data))
+    assert store.put_file(source) == stored
+    assert stored_objects(store_uri) == [digest]
+    assert leftovers(store_uri) == []
+    copy = tmp_path / "copy.bin"
+    store.fetch(stored.uri, stored.sha256, copy)
+    assert copy.read_bytes() == data
+
+
+def test_fetch_refuses_bytes_that_do_not_match(store: ObjectStore, tmp_path: Path) -> None:
+    source = tmp_path / "small.bin"
+    source.write_bytes(SMALL)
+    stored = store.put_file(source)
+    target = tmp_path / "target.bin"
+    target.write_bytes(b"previous content")
+    with pytest.raises(IntegrityError, match="hashes to"):
+        store.fetch(stored.uri, "0" * 64, target)
+    assert target.read_bytes() == b"previous content"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    with pytest.raises(NotFoundError):
+        store.fetch(stored.uri[:-1] + "0", stored.sha256, tmp_path / "none.bin")
+
+
+def test_interrupted_upload_leaves_nothing(store: ObjectStore, store_uri: str, large: Path) -> None:
+    def interrupt(count: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.put_file(large, on_progress=interrupt)
+    assert stored_objects(store_uri) == []
+    assert leftovers(store_uri) == []
+
+
+def test_unreadable_source(store: ObjectStore, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match=r"missing\.bin: cannot be read"):
+        store.put_file(tmp_path / "missing.bin")
+
+
+def test_objects_larger_than_one_copy_request_are_copied_in_parts(bucket: str, large: Path, tmp_path: Path) -> None:
+    store = open_object_store(f"s3://{bucket}/objects", tmp_path)
+    assert isinstance(store, S3ObjectStore)
+    store.part_size = 5 * MiB
+    store.single_copy_limit = 6 * MiB
+    stored = store.put_file(large)
+    assert store.digest(stored.uri) == (hashlib.sha256(large.read_bytes()).hexdigest(), LARGE_SIZE)
+    assert leftovers(f"s3://{bucket}/objects") == []
+
+
+def test_a_damaged_object_is_replaced_when_the_same_bytes_come_again(
+    store: ObjectStore, store_uri: str, large: Path
+) -> None:
+    stored = store.put_file(large)
+    if store_uri.startswith("file://"):
+        path = Path(stored.uri.removeprefix("file://"))
+        path.chmod(0o644)
+        path.write_bytes(b"damaged")
+    else:
+        bucket, _, key = stored.uri.removeprefix("s3://").partition("/")
+        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"damaged")
+    assert store.digest(stored.uri)[1] == len(b"damaged")
+    store.put_file(large)
+    assert store.digest(stored.uri) == (stored.sha256, stored.size)

@@ -1,0 +1,95 @@
+"""`mreg verify` on real images in a real registry and a registry on S3: it passes on an intact version and
+catches a changed model object, an edited record, a re-pushed tag and a deleted image."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+
+from tests.support import mreg, mreg_json
+from tests.support.projects import tiny_project
+
+pytestmark = pytest.mark.docker
+
+MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+
+
+def verify(project: Path, ref: str) -> tuple[int, list[dict[str, object]]]:
+    result = mreg("verify", ref, "--json", cwd=project, check=False)
+    assert "Traceback" not in result.stderr
+    return result.returncode, json.loads(result.stdout) if result.stdout else []
+
+
+def failed(checks: list[dict[str, object]]) -> dict[object, object]:
+    return {check["subject"]: check["detail"] for check in checks if not check["ok"]}
+
+
+def test_verify_catches_every_kind_of_tampering(tmp_path: Path, registry: str, bucket: str) -> None:
+    stores = f'[storage]\nuri = "s3://{bucket}/objects"\n[registry]\nuri = "s3://{bucket}/registry"\n'
+    project = tiny_project(tmp_path / "project", repository=f"{registry}/verified", extra=stores)
+    built = mreg_json("build", "--push", cwd=project)
+    s3 = boto3.client("s3")
+
+    def register(content: bytes) -> dict[str, object]:
+        (project / "model.bin").write_bytes(content)
+        record: dict[str, object] = mreg_json("register", "model.bin", cwd=project)
+        return record
+
+    register(b"intact model")
+    code, checks = verify(project, "tiny:1")
+    assert code == 0
+    assert [(c["subject"], c["ok"]) for c in checks] == [
+        ("record", True),
+        ("model", True),
+        ("train", True),
+        ("serve", True),
+    ]
+    assert "ok    serve" in mreg("verify", "tiny:1", cwd=project).stdout
+
+    # a changed model object
+    changed = register(b"model to be changed")
+    uri = str(changed["model"]["uri"])  # type: ignore[index]
+    s3.put_object(Bucket=bucket, Key=uri.removeprefix(f"s3://{bucket}/"), Body=b"model changed behind the registry")
+    code, checks = verify(project, "tiny:2")
+    assert code == 6
+    assert set(failed(checks)) == {"model"}
+    assert "the record says" in str(failed(checks)["model"])
+
+    # an edited record: version 3 made to point at version 1's bytes
+    register(b"model 3")
+    key = "registry/models/tiny/versions/0000000003.json"
+    record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    record["model"] = json.loads(s3.get_object(Bucket=bucket, Key=key.replace("3.json", "1.json"))["Body"].read())[
+        "model"
+    ]
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(record).encode())
+    edited = mreg("verify", "tiny:3", cwd=project, check=False)
+    assert edited.returncode == 6
+    assert "was changed after it was written" in edited.stderr
+
+    # the train tag re-pushed with other content
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text("FROM python:3.11-slim\nLABEL other=yes\n")
+    subprocess.run(
+        ["docker", "buildx", "build", "-q", "--tag", built["train"]["ref"], str(other)], check=True, capture_output=True
+    )
+    subprocess.run(["docker", "push", "-q", built["train"]["ref"]], check=True, capture_output=True)
+    code, checks = verify(project, "tiny:1")
+    assert code == 6
+    assert set(failed(checks)) == {"train"}
+    assert "now points to sha256:" in str(failed(checks)["train"])
+
+    # the serve image deleted from the registry
+    name = built["serve"]["ref"].split("/", 1)[1].rsplit(":", 1)[0]
+    deleted = requests.delete(f"http://{registry}/v2/{name}/manifests/{built['serve']['digest']}", timeout=10)
+    assert deleted.status_code == 202
+    code, checks = verify(project, "tiny:1")
+    assert code == 6
+    assert set(failed(checks)) == {"train", "serve"}
+    assert str(failed(checks)["serve"]) == f"{built['serve']['image']} is gone in its registry"
