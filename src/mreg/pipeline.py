@@ -6,6 +6,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,10 +85,12 @@ def build(
             fresh = engine.build(Path(directory), missing, network=network, on_line=on_line)
     images.update({stage: fresh[stage] for stage in refs if stage in fresh})
     environments = dict(saved.environments) if saved else {}
-    for stage in refs:
-        if stage in fresh or stage not in environments:
-            on_line(f"[{stage}] listing the distributions installed in {images[stage].ref}")
-            environments[stage] = inspect_image(engine, images[stage].image)
+    unknown = [stage for stage in refs if stage in fresh or stage not in environments]
+    for stage in unknown:
+        on_line(f"[{stage}] listing the distributions installed in {images[stage].ref}")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        found = pool.map(lambda stage: inspect_image(engine, images[stage].image), unknown)
+        environments.update(zip(unknown, found, strict=True))
     try:
         check_environments(environments, lock)
     except SkewError:

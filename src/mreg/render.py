@@ -126,7 +126,6 @@ def stage_labels(spec: Spec, lock: Lock, stage: SetName) -> dict[str, str]:
             f"{LABEL_PREFIX}model": spec.model.name,
             f"{LABEL_PREFIX}stage": stage,
             f"{LABEL_PREFIX}python": spec.python.version,
-            f"{LABEL_PREFIX}spec-sha256": spec.digest(),
             f"{LABEL_PREFIX}packages": json.dumps([f"{name}=={version}" for name, version in lock.pins(stage).items()]),
         }
     )

@@ -64,7 +64,7 @@ def test_failed_build_exits_4_with_the_output_tail_and_saves_nothing(tmp_path: P
     project = tiny_project(tmp_path, system=("mreg-no-such-debian-package",))
     result = mreg("build", cwd=project, check=False)
     assert result.returncode == 4
-    assert "error: docker buildx build of target 'train' failed" in result.stderr
+    assert "error: docker buildx bake of targets train, serve failed" in result.stderr
     assert "Unable to locate package mreg-no-such-debian-package" in result.stderr.split("error:", 1)[1]
     assert "Traceback" not in result.stderr
     assert not (project / ".mreg" / "build.json").exists()

@@ -36,7 +36,6 @@ MREG_LABELS = {
     f"{LABEL_PREFIX}model",
     f"{LABEL_PREFIX}stage",
     f"{LABEL_PREFIX}python",
-    f"{LABEL_PREFIX}spec-sha256",
     f"{LABEL_PREFIX}packages",
 }
 STAGE_OF_GROUP = {"shared": "base", "train": "train", "serve": "serve"}

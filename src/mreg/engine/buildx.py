@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from mreg.engine import BuiltImage, LineSink
 from mreg.engine.process import capture, error_text, run, stream
@@ -15,6 +17,26 @@ from mreg.refs import SHA256_DIGEST_RE
 def buildx_available() -> bool:
     """True when `docker buildx` is installed."""
     return run(["docker", "buildx", "version"], what="docker buildx version").returncode == 0
+
+
+def bake_definition(context: Path, targets: Mapping[str, str], *, network: str | None) -> dict[str, Any]:
+    """A compose-format bake file building every target of one context (the only bake format that takes
+    a build network with buildx 0.13)."""
+    services = {}
+    for target, ref in targets.items():
+        build: dict[str, Any] = {"context": str(context), "dockerfile": "Dockerfile", "target": target, "tags": [ref]}
+        if network:
+            build["network"] = network
+        services[target] = {"build": build}
+    return {"services": services}
+
+
+def bake_argv(definition: Path, targets: Iterable[str], *, builder: str | None) -> list[str]:
+    """The `docker buildx bake` command line: one BuildKit solve, shared stages built once, targets concurrently."""
+    argv = ["docker", "buildx", "bake", "--progress=plain", "--load", "--file", str(definition)]
+    if builder:
+        argv += ["--builder", builder]
+    return [*argv, "--", *targets]
 
 
 def build_argv(context: Path, target: str, ref: str, *, network: str | None, builder: str | None) -> list[str]:
@@ -60,10 +82,18 @@ class BuildxEngine:
     def build(
         self, context: Path, targets: Mapping[str, str], *, network: str | None, on_line: LineSink
     ) -> dict[str, BuiltImage]:
-        built: dict[str, BuiltImage] = {}
-        for target, ref in targets.items():
+        if len(targets) == 1:
+            [(target, ref)] = targets.items()
             argv = build_argv(context, target, ref, network=network, builder=self.builder)
             stream(argv, on_line=on_line, what=f"docker buildx build of target {target!r}")
+        else:
+            with tempfile.TemporaryDirectory(prefix="mreg-bake-") as scratch:
+                definition = Path(scratch, "compose.yaml")  # JSON is YAML; bake reads it as a compose file
+                definition.write_text(json.dumps(bake_definition(context, targets, network=network), indent=2))
+                argv = bake_argv(definition, targets, builder=self.builder)
+                stream(argv, on_line=on_line, what=f"docker buildx bake of targets {', '.join(targets)}")
+        built: dict[str, BuiltImage] = {}
+        for target, ref in targets.items():
             image_id = self.local_image_id(ref)
             if image_id is None:
                 raise EngineError(

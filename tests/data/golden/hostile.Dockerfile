@@ -27,7 +27,6 @@ RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
 LABEL "io.mreg.model"="evil" \
       "io.mreg.packages"="[\"numpy==1.26.4\", \"pandas==2.1.4\"]" \
       "io.mreg.python"="3.11" \
-      "io.mreg.spec-sha256"="11d1bffcb56f3853a5c2d025c3f6fabad9d3b4b10449e6dd6a33172d30abf4c2" \
       "io.mreg.stage"="train" \
       "note"="it's \"quoted\" \$HOME \${PATH} \\ back`id`" \
       "org.opencontainers.image.base.name"="python:3.11-slim-bookworm" \
@@ -48,7 +47,6 @@ CMD ["sh", "-c", "echo \"$HOME\" && exit 0"]
 LABEL "io.mreg.model"="evil" \
       "io.mreg.packages"="[\"flask==3.0.0\", \"numpy==1.26.4\"]" \
       "io.mreg.python"="3.11" \
-      "io.mreg.spec-sha256"="11d1bffcb56f3853a5c2d025c3f6fabad9d3b4b10449e6dd6a33172d30abf4c2" \
       "io.mreg.stage"="serve" \
       "note"="it's \"quoted\" \$HOME \${PATH} \\ back`id`" \
       "org.opencontainers.image.base.name"="python:3.11-slim-bookworm" \

@@ -29,7 +29,6 @@ CMD ["python", "train.py", "--out", "/out/model.joblib"]
 LABEL "io.mreg.model"="iris-rf" \
       "io.mreg.packages"="[\"joblib==1.3.2\", \"numpy==1.26.4\", \"pandas==2.1.4\", \"python-dateutil==4.0.0\", \"pytz==2026.6\", \"scikit-learn==1.3.2\", \"scipy==1.11.4\", \"threadpoolctl==3.8.0\", \"tzdata==2026.6\"]" \
       "io.mreg.python"="3.11" \
-      "io.mreg.spec-sha256"="aa608aa9310020c786c60039425573a2bfae4c8e81983afb02c35e39106e53fe" \
       "io.mreg.stage"="train" \
       "org.opencontainers.image.base.name"="python:3.11-slim-bookworm" \
       "org.opencontainers.image.description"="train image of model iris-rf, built by mreg" \
@@ -51,7 +50,6 @@ CMD ["uvicorn", "serve:app", "--host", "127.0.0.1", "--port", "8080"]
 LABEL "io.mreg.model"="iris-rf" \
       "io.mreg.packages"="[\"annotated-types==0.8.0\", \"anyio==4.16.0\", \"click==8.5.1\", \"fastapi==0.109.0\", \"h11==0.16.0\", \"idna==3.20\", \"joblib==1.3.2\", \"numpy==1.26.4\", \"pydantic==2.14.4\", \"pydantic-core==2.50.5\", \"scikit-learn==1.3.2\", \"scipy==1.11.4\", \"starlette==0.35.1\", \"threadpoolctl==3.8.0\", \"typing-extensions==4.16.0\", \"typing-inspection==0.4.5\", \"uvicorn==0.27.0\"]" \
       "io.mreg.python"="3.11" \
-      "io.mreg.spec-sha256"="aa608aa9310020c786c60039425573a2bfae4c8e81983afb02c35e39106e53fe" \
       "io.mreg.stage"="serve" \
       "org.opencontainers.image.base.name"="python:3.11-slim-bookworm" \
       "org.opencontainers.image.description"="serve image of model iris-rf, built by mreg" \
