@@ -111,6 +111,7 @@ def render(ctx: click.Context, output: Path | None, context_dir: Path | None, cl
 @click.pass_context
 def lock(ctx: click.Context, check: bool) -> None:
     """Resolve the packages into registry.lock: exact versions and hashes for both images."""
+    from mreg.indexes import PackageIndexes
     from mreg.lock import load_lock, lock_path, resolve, write_lock
 
     spec = _spec(ctx)
@@ -118,7 +119,7 @@ def lock(ctx: click.Context, check: bool) -> None:
         load_lock(spec)
         _say(f"{lock_path(spec)} is up to date")
         return
-    resolved = resolve(spec)
+    resolved = resolve(spec, PackageIndexes.from_environment())
     path = write_lock(spec, resolved)
     counts = ", ".join(f"{name} {len(resolved.pins(name))}" for name in ("base", "train", "serve"))
     click.echo(f"wrote {path} for Python {spec.python.version} on {spec.python.platform} ({counts} distributions)")

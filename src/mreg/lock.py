@@ -8,6 +8,7 @@ what they need), `train` and `serve` (everything installed in that image).
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
@@ -22,6 +23,8 @@ from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from mreg.errors import InvalidInputError, LockError, MregError
+from mreg.fileio import incoming, write_durably
+from mreg.indexes import PackageIndexes
 from mreg.spec import GROUPS, Spec
 
 LOCK_NAME = "registry.lock"
@@ -134,22 +137,30 @@ def load_lock(spec: Spec) -> Lock:
     return lock
 
 
-def resolve(spec: Spec) -> Lock:
-    """Resolve the spec's packages with uv into a lock (not written)."""
+def resolve(spec: Spec, indexes: PackageIndexes | None = None) -> Lock:
+    """Resolve the spec's packages with uv into a lock (not written). Private `indexes` reach uv through
+    its environment; their URLs appear in no lock and no message."""
+    indexes = indexes or PackageIndexes()
+    try:
+        return _resolve(spec, indexes)
+    except LockError as exc:
+        raise LockError(indexes.mask(str(exc))) from None
+
+
+def _resolve(spec: Spec, indexes: PackageIndexes) -> Lock:
     inputs = lock_inputs(spec)
     with tempfile.TemporaryDirectory(prefix="mreg-lock-") as scratch:
         work = Path(scratch)
         everything = [requirement for group in GROUPS for requirement in inputs[group]]
-        union = _compile(spec, work, "all", everything, constraints=None)
+        union = _compile(spec, work, "all", everything, constraints=None, indexes=indexes)
         if union.returncode != 0:
-            raise _conflict(spec, work, inputs, union.stderr)
+            raise _conflict(spec, work, inputs, union.stderr, indexes)
         (work / "union.txt").write_text(union.stdout)
         sets: dict[SetName, str] = {}
         for name in SETS:
             requirements = [r for group in _SET_GROUPS[name] for r in inputs[group]]
-            result = _compile(
-                spec, work, name, requirements, constraints=None if name == "tools" else work / "union.txt"
-            )
+            constraints = None if name == "tools" else work / "union.txt"
+            result = _compile(spec, work, name, requirements, constraints=constraints, indexes=indexes)
             if result.returncode != 0:
                 raise LockError(f"uv could not resolve the {name} set under the joint pins:\n{result.stderr.strip()}")
             sets[name] = result.stdout
@@ -164,26 +175,28 @@ def resolve(spec: Spec) -> Lock:
 def write_lock(spec: Spec, lock: Lock) -> Path:
     """Write the lock beside the spec, atomically."""
     path = lock_path(spec)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(lock.to_toml(), encoding="utf-8")
-    temporary.replace(path)
+    with incoming(path.parent) as (handle, temporary):
+        write_durably(handle, lock.to_toml().encode())
+        handle.close()
+        temporary.chmod(0o644)
+        temporary.replace(path)
     return path
 
 
-def ensure_lock(spec: Spec, *, relock: bool) -> Lock:
+def ensure_lock(spec: Spec, *, relock: bool, indexes: PackageIndexes | None = None) -> Lock:
     """The current lock; with `relock`, a missing or stale one is resolved and written first."""
     try:
         return load_lock(spec)
     except InvalidInputError:
         if not relock:
             raise
-    lock = resolve(spec)
+    lock = resolve(spec, indexes)
     write_lock(spec, lock)
     return lock
 
 
 def _compile(
-    spec: Spec, work: Path, name: str, requirements: list[str], *, constraints: Path | None
+    spec: Spec, work: Path, name: str, requirements: list[str], *, constraints: Path | None, indexes: PackageIndexes
 ) -> subprocess.CompletedProcess[str]:
     if not requirements:
         return subprocess.CompletedProcess([], 0, "", "")
@@ -194,7 +207,8 @@ def _compile(
     if constraints is not None:
         argv += ["--constraint", str(constraints)]
     try:
-        return subprocess.run(argv, capture_output=True, text=True, check=False)
+        environment = {**os.environ, **indexes.uv_environment()}
+        return subprocess.run(argv, capture_output=True, text=True, check=False, env=environment)
     except OSError as exc:
         raise MregError(f"cannot run uv ({argv[0]}): {exc.strerror}.") from None
 
@@ -231,12 +245,14 @@ def _parse_requirements(text: str) -> Iterable[tuple[str, str, list[str]]]:
         yield canonicalize_name(match["name"]), match["version"], _HASH_RE.findall(entry)
 
 
-def _conflict(spec: Spec, work: Path, inputs: dict[str, list[str]], explanation: str) -> LockError:
+def _conflict(
+    spec: Spec, work: Path, inputs: dict[str, list[str]], explanation: str, indexes: PackageIndexes
+) -> LockError:
     """Explain a failed joint resolution: which sets clash, over which distribution, from which keys."""
     alone: dict[str, dict[str, str] | None] = {}
     for name in ("train", "serve"):
         requirements = [r for group in _SET_GROUPS[name] for r in inputs[group]]
-        result = _compile(spec, work, f"{name}-alone", requirements, constraints=None)
+        result = _compile(spec, work, f"{name}-alone", requirements, constraints=None, indexes=indexes)
         pins = {pin: version for pin, version, _ in _parse_requirements(result.stdout)}
         alone[name] = pins if result.returncode == 0 else None
     lines = [f"{spec.source}: the packages cannot be locked."]

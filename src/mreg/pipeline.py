@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mreg.engine import BuiltImage, Engine
 from mreg.errors import InvalidInputError, MregError, SkewError
+from mreg.indexes import PackageIndexes
 from mreg.lock import ensure_lock, load_lock
 from mreg.onnx_model import check_serve_runtime, read_onnx
 from mreg.records import GitInfo, ImageRecord, ModelFile, Record, open_record_store
@@ -64,7 +65,8 @@ def build(
     """
     if push and not spec.images.repository:
         raise InvalidInputError(f'{spec.source}: --push needs images.repository (e.g. "registry:5000/team/model").')
-    lock = ensure_lock(spec, relock=relock)
+    indexes = PackageIndexes.from_environment()
+    lock = ensure_lock(spec, relock=relock, indexes=indexes)
     context = render(spec, lock, buildkit=engine.buildkit)
     saved = _saved_result(spec, context.digest())
     repository = spec.images.repository or f"mreg/{spec.model.name}"
@@ -82,7 +84,9 @@ def build(
     if missing:
         with tempfile.TemporaryDirectory(prefix="mreg-context-") as directory:
             context.write(Path(directory))
-            fresh = engine.build(Path(directory), missing, network=network, on_line=on_line)
+            fresh = engine.build(
+                Path(directory), missing, network=network, on_line=on_line, secrets=indexes.urls, redact=indexes.mask
+            )
     images.update({stage: fresh[stage] for stage in refs if stage in fresh})
     environments = dict(saved.environments) if saved else {}
     unknown = [stage for stage in refs if stage in fresh or stage not in environments]

@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 
 from mreg.errors import SpecError
+from mreg.indexes import SECRETS
 from mreg.lock import SETS, Lock, SetName
 from mreg.spec import GROUPS, STAGES, Spec
 
@@ -98,6 +99,7 @@ def template_variables(spec: Spec, lock: Lock, *, buildkit: bool) -> dict[str, A
         "platform": spec.python.docker_platform,
         "buildkit": buildkit,
         "requirements": _requirement_files(lock),
+        "index_secrets": [(secret, uv_variable) for secret, (_, uv_variable) in sorted(SECRETS.items())],
         "system_packages": {group: sorted(getattr(spec.system_packages, group)) for group in GROUPS},
         "commands": {stage: spec.stages_for(stage).command for stage in STAGES},
         "stage_labels": {stage: sorted(stage_labels(spec, lock, stage).items()) for stage in ("train", "serve")},

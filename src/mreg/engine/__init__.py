@@ -17,6 +17,8 @@ from mreg.errors import EngineError
 
 EngineName = Literal["auto", "buildx", "docker"]
 LineSink = Callable[[str], None]
+Redactor = Callable[[str], str]
+"""Masks secret values in a line of output."""
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,19 @@ class Engine(Protocol):
         """The manifest digest the registry holds for `ref`, or None when the registry has no such tag."""
 
     def build(
-        self, context: Path, targets: Mapping[str, str], *, network: str | None, on_line: LineSink
+        self,
+        context: Path,
+        targets: Mapping[str, str],
+        *,
+        network: str | None,
+        on_line: LineSink,
+        secrets: Mapping[str, str] | None = None,
+        redact: Redactor | None = None,
     ) -> dict[str, BuiltImage]:
         """Build each Dockerfile target of `context` (target -> reference) into the local engine.
 
-        Shared stages are built once. Returns the images by target; raises EngineError on failure.
+        `secrets` (id -> value) reach the build only as BuildKit secrets; `redact` masks them in the
+        output. Shared stages are built once. Returns the images by target; raises EngineError.
         """
 
     def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:

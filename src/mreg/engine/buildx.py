@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mreg.engine import BuiltImage, LineSink
+from mreg.engine import BuiltImage, LineSink, Redactor
 from mreg.engine.process import capture, error_text, run, stream
 from mreg.errors import EngineError
 from mreg.refs import SHA256_DIGEST_RE
@@ -19,16 +19,28 @@ def buildx_available() -> bool:
     return run(["docker", "buildx", "version"], what="docker buildx version").returncode == 0
 
 
-def bake_definition(context: Path, targets: Mapping[str, str], *, network: str | None) -> dict[str, Any]:
+def bake_definition(
+    context: Path, targets: Mapping[str, str], *, network: str | None, secrets: Iterable[str] = ()
+) -> dict[str, Any]:
     """A compose-format bake file building every target of one context (the only bake format that takes
-    a build network with buildx 0.13)."""
+    a build network with buildx 0.13). Secret values come from the environment (`secret_variable`)."""
     services = {}
     for target, ref in targets.items():
         build: dict[str, Any] = {"context": str(context), "dockerfile": "Dockerfile", "target": target, "tags": [ref]}
         if network:
             build["network"] = network
+        if secrets:
+            build["secrets"] = list(secrets)
         services[target] = {"build": build}
-    return {"services": services}
+    definition: dict[str, Any] = {"services": services}
+    if secrets:
+        definition["secrets"] = {secret: {"environment": secret_variable(secret)} for secret in secrets}
+    return definition
+
+
+def secret_variable(secret: str) -> str:
+    """The variable of the docker process's environment that carries a secret's value."""
+    return "MREG_SECRET_" + secret.upper().replace("-", "_")
 
 
 def bake_argv(definition: Path, targets: Iterable[str], *, builder: str | None) -> list[str]:
@@ -39,13 +51,18 @@ def bake_argv(definition: Path, targets: Iterable[str], *, builder: str | None) 
     return [*argv, "--", *targets]
 
 
-def build_argv(context: Path, target: str, ref: str, *, network: str | None, builder: str | None) -> list[str]:
-    """The `docker buildx build` command line for one target (a pure function of its arguments)."""
+def build_argv(
+    context: Path, target: str, ref: str, *, network: str | None, builder: str | None, secrets: Iterable[str] = ()
+) -> list[str]:
+    """The `docker buildx build` command line for one target (a pure function of its arguments; secret
+    values are read by buildx from its environment, never passed in argv)."""
     argv = ["docker", "buildx", "build", "--progress=plain", "--load", "--target", target, "--tag", ref]
     if builder:
         argv += ["--builder", builder]
     if network:
         argv += ["--network", network]
+    for secret in secrets:
+        argv += ["--secret", f"id={secret},env={secret_variable(secret)}"]
     return [*argv, "--", str(context)]
 
 
@@ -80,18 +97,30 @@ class BuildxEngine:
         return _digest(json.loads(result.stdout).get("digest"), ref)
 
     def build(
-        self, context: Path, targets: Mapping[str, str], *, network: str | None, on_line: LineSink
+        self,
+        context: Path,
+        targets: Mapping[str, str],
+        *,
+        network: str | None,
+        on_line: LineSink,
+        secrets: Mapping[str, str] | None = None,
+        redact: Redactor | None = None,
     ) -> dict[str, BuiltImage]:
+        secrets = secrets or {}
+        env = {secret_variable(secret): value for secret, value in secrets.items()}
         if len(targets) == 1:
             [(target, ref)] = targets.items()
-            argv = build_argv(context, target, ref, network=network, builder=self.builder)
-            stream(argv, on_line=on_line, what=f"docker buildx build of target {target!r}")
+            argv = build_argv(context, target, ref, network=network, builder=self.builder, secrets=secrets)
+            what = f"docker buildx build of target {target!r}"
+            stream(argv, on_line=on_line, what=what, env=env, redact=redact)
         else:
             with tempfile.TemporaryDirectory(prefix="mreg-bake-") as scratch:
                 definition = Path(scratch, "compose.yaml")  # JSON is YAML; bake reads it as a compose file
-                definition.write_text(json.dumps(bake_definition(context, targets, network=network), indent=2))
+                text = json.dumps(bake_definition(context, targets, network=network, secrets=secrets), indent=2)
+                definition.write_text(text)
                 argv = bake_argv(definition, targets, builder=self.builder)
-                stream(argv, on_line=on_line, what=f"docker buildx bake of targets {', '.join(targets)}")
+                what = f"docker buildx bake of targets {', '.join(targets)}"
+                stream(argv, on_line=on_line, what=what, env=env, redact=redact)
         built: dict[str, BuiltImage] = {}
         for target, ref in targets.items():
             image_id = self.local_image_id(ref)

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from mreg.engine import BuiltImage, LineSink
+from mreg.engine import BuiltImage, LineSink, Redactor
 from mreg.errors import EngineError
 from mreg.refs import SHA256_DIGEST_RE, parse_reference
 
@@ -76,8 +76,20 @@ class DockerSdkEngine:
         return str(digest)
 
     def build(
-        self, context: Path, targets: Mapping[str, str], *, network: str | None, on_line: LineSink
+        self,
+        context: Path,
+        targets: Mapping[str, str],
+        *,
+        network: str | None,
+        on_line: LineSink,
+        secrets: Mapping[str, str] | None = None,
+        redact: Redactor | None = None,
     ) -> dict[str, BuiltImage]:
+        if secrets:
+            raise EngineError(
+                "the classic builder cannot pass secrets (private package indexes) to a build without writing "
+                "them into the image; use --engine buildx."
+            )
         built: dict[str, BuiltImage] = {}
         for target, ref in targets.items():
             chunks = self._client.api.build(

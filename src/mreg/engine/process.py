@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import collections
+import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from mreg.errors import EngineError
 
@@ -12,16 +13,26 @@ LineSink = Callable[[str], None]
 TAIL_LINES = 25
 
 
-def stream(argv: Sequence[str], *, on_line: LineSink, what: str) -> None:
+def stream(
+    argv: Sequence[str],
+    *,
+    on_line: LineSink,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    redact: Callable[[str], str] | None = None,
+) -> None:
     """Run `argv`, passing each output line (stdout and stderr merged) to `on_line`.
 
-    On failure raise EngineError naming `what` with the output's last lines. On any interruption
-    (Ctrl-C, SIGTERM turned into an exception) the child is stopped before the exception goes on.
+    `env` is added to the child's environment (secrets travel there, never in argv); `redact` masks
+    secrets in the lines passed on and in errors. On failure raise EngineError naming `what`
+    with the output's last lines. On any interruption (Ctrl-C, SIGTERM turned into an exception) the
+    child is stopped before the exception goes on.
     """
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     try:
         proc = subprocess.Popen(
             list(argv),
+            env={**os.environ, **env} if env else None,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -35,6 +46,7 @@ def stream(argv: Sequence[str], *, on_line: LineSink, what: str) -> None:
         assert proc.stdout is not None  # noqa: S101 - set by stdout=PIPE
         for raw in proc.stdout:
             line = raw.rstrip("\n")
+            line = redact(line) if redact else line
             tail.append(line)
             on_line(line)
         returncode = proc.wait()
