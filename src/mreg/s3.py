@@ -94,7 +94,7 @@ def boto_errors() -> tuple[type[Exception], ...]:
     return (BotoCoreError, ClientError)
 
 
-def translate(exc: Exception, what: str) -> MregError:
+def translate(exc: Exception, what: str) -> MregError:  # noqa: PLR0911 - one return per kind of failure
     """One of mreg's errors for a boto3/botocore exception raised while doing `what`."""
     from botocore.exceptions import (
         ClientError,
@@ -114,6 +114,10 @@ def translate(exc: Exception, what: str) -> MregError:
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         message = exc.response.get("Error", {}).get("Message", "") or code
+        if code == "NoSuchBucket":
+            return NotFoundError(
+                f"cannot {what}: {message} ({code}); create the bucket, or check storage.uri and registry.uri."
+            )
         if code in _NOT_FOUND:
             return NotFoundError(f"cannot {what}: {message or 'not found'} ({code}).")
         if code in _DENIED:

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import io
 import threading
+import time
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -38,7 +39,7 @@ def build_wheel() -> bytes:
 class PrivateIndex:
     """A PEP 503 simple index requiring HTTP basic auth `mreg:<token>`; `url` carries the credentials."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, *, delay: float = 0.0) -> None:
         self.token = token
         self.wheel = build_wheel()
         self.requests: list[str] = []
@@ -51,6 +52,7 @@ class PrivateIndex:
 
             def do_GET(self, head: bool = False) -> None:
                 index.requests.append(self.path)
+                time.sleep(delay)  # a slow index, to interrupt mreg while it waits
                 if self.headers.get("Authorization") != expected:
                     self.send_response(401)
                     self.send_header("WWW-Authenticate", 'Basic realm="private"')
