@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mreg.engine import BuiltImage, Engine
 from mreg.errors import InvalidInputError, MregError, SkewError
+from mreg.fileio import incoming
 from mreg.indexes import PackageIndexes
 from mreg.lock import ensure_lock, load_lock
 from mreg.onnx_model import check_serve_runtime, read_onnx
@@ -71,15 +71,8 @@ def build(
     saved = _saved_result(spec, context.digest())
     repository = spec.images.repository or f"mreg/{spec.model.name}"
     refs: dict[Stage, str] = {stage: f"{repository}:{context.tag(stage)}" for stage in targets}
-    images: dict[Stage, BuiltImage] = {}
-    missing: dict[str, str] = {}
-    for stage, ref in refs.items():
-        existing = None if rebuild else _existing(engine, ref, in_registry=push)
-        if existing is None:
-            missing[stage] = ref
-        else:
-            on_line(f"[{stage}] {ref} is up to date ({existing.digest})")
-            images[stage] = existing
+    images = {} if rebuild else _existing_images(engine, refs, in_registry=push, on_line=on_line)
+    missing: dict[str, str] = {stage: ref for stage, ref in refs.items() if stage not in images}
     fresh: dict[str, BuiltImage] = {}
     if missing:
         with tempfile.TemporaryDirectory(prefix="mreg-context-") as directory:
@@ -88,31 +81,63 @@ def build(
                 Path(directory), missing, network=network, on_line=on_line, secrets=indexes.urls, redact=indexes.mask
             )
     images.update({stage: fresh[stage] for stage in refs if stage in fresh})
+    environments = _environments(engine, images, saved, fresh=set(fresh), on_line=on_line)
+    try:
+        check_environments(environments, lock)
+    except SkewError:
+        for image in fresh.values():  # so that no later build reuses them
+            engine.remove(image.ref)
+        raise
+    if push:
+        images = {
+            stage: image if image.in_registry else engine.push(image.ref, on_line=on_line)
+            for stage, image in images.items()
+        }
+    result = BuildResult(
+        spec_sha256=spec.digest(),
+        context_sha256=context.digest(),
+        buildkit=engine.buildkit,
+        images={**(saved.images if saved else {}), **{stage: _image_record(image) for stage, image in images.items()}},
+        environments=environments,
+    )
+    return _save_build_result(spec, result)
+
+
+def _existing_images(
+    engine: Engine, refs: dict[Stage, str], *, in_registry: bool, on_line: LineSink
+) -> dict[Stage, BuiltImage]:
+    """The images already tagged with their content tag: in the registry when pushing, else (or then) in
+    the engine. An unchanged spec and lock find both and build nothing."""
+    found: dict[Stage, BuiltImage] = {}
+    for stage, ref in refs.items():
+        digest = engine.registry_digest(ref) if in_registry else None
+        if digest is not None:
+            found[stage] = BuiltImage.pushed(ref, digest)
+        elif image_id := engine.local_image_id(ref):
+            found[stage] = BuiltImage.local(ref, image_id)
+        else:
+            continue
+        on_line(f"[{stage}] {ref} is up to date ({found[stage].digest})")
+    return found
+
+
+def _environments(
+    engine: Engine,
+    images: dict[Stage, BuiltImage],
+    saved: BuildResult | None,
+    *,
+    fresh: set[str],
+    on_line: LineSink,
+) -> dict[Stage, ImageEnvironment]:
+    """What each image holds: asked from images just built (both at once), remembered for the others."""
     environments = dict(saved.environments) if saved else {}
-    unknown = [stage for stage in refs if stage in fresh or stage not in environments]
+    unknown = [stage for stage in images if stage in fresh or stage not in environments]
     for stage in unknown:
         on_line(f"[{stage}] listing the distributions installed in {images[stage].ref}")
     with ThreadPoolExecutor(max_workers=2) as pool:
         found = pool.map(lambda stage: inspect_image(engine, images[stage].image), unknown)
         environments.update(zip(unknown, found, strict=True))
-    try:
-        check_environments(environments, lock)
-    except SkewError:
-        for image in fresh.values():
-            engine.remove(image.ref)
-        raise
-    if push:
-        for stage, image in images.items():
-            if not image.in_registry:
-                images[stage] = engine.push(image.ref, on_line=on_line)
-    result = BuildResult(
-        spec_sha256=spec.digest(),
-        context_sha256=context.digest(),
-        buildkit=engine.buildkit,
-        images={**(saved.images if saved else {}), **{stage: _image_record(images[stage]) for stage in refs}},
-        environments=environments,
-    )
-    return _save_build_result(spec, result)
+    return environments
 
 
 def register(
@@ -259,16 +284,6 @@ def _image_record(image: BuiltImage) -> ImageRecord:
     return ImageRecord(ref=image.ref, digest=image.digest, image=image.image)
 
 
-def _existing(engine: Engine, ref: str, *, in_registry: bool) -> BuiltImage | None:
-    """The image already tagged `ref`: in the registry when pushing, else (or then) in the engine."""
-    if in_registry:
-        digest = engine.registry_digest(ref)
-        if digest is not None:
-            return BuiltImage.pushed(ref, digest)
-    image_id = engine.local_image_id(ref)
-    return BuiltImage.local(ref, image_id) if image_id else None
-
-
 def _saved_result(spec: Spec, context_sha256: str) -> BuildResult | None:
     """The saved result of a build of the same context (one target at a time builds on it), if any."""
     try:
@@ -283,9 +298,8 @@ def _save_build_result(spec: Spec, result: BuildResult) -> BuildResult:
     state = spec.state_dir
     state.mkdir(parents=True, exist_ok=True)
     (state / ".gitignore").write_text("# mreg's local state: build results, and the default stores\n*\n")
-    path = state / BUILD_RESULT
-    descriptor, temporary = tempfile.mkstemp(dir=state, prefix=".build-")
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(result.model_dump_json(indent=2))
-    Path(temporary).replace(path)
+    with incoming(state) as (handle, temporary):
+        handle.write(result.model_dump_json(indent=2).encode())
+        handle.close()
+        temporary.replace(state / BUILD_RESULT)
     return result

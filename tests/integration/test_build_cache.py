@@ -1,0 +1,65 @@
+"""Layer order and reuse: a serve-only change rebuilds nothing of base or train (the train image stays the
+same image), a train-only change nothing of base or serve, and an unchanged spec builds nothing."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.support import mreg, mreg_json
+
+pytestmark = pytest.mark.docker
+
+SPEC = """
+[model]
+name = "layers-{tag}"
+[python]
+base_image = "python:3.11-slim"
+[packages]
+shared = ["idna==3.7"]
+train = {train}
+serve = {serve}
+"""
+
+
+def steps_run(build_output: str) -> Counter[str]:
+    """Build steps BuildKit executed (not taken from its cache), by Dockerfile stage."""
+    names = dict(re.findall(r"^#(\d+) \[(?:\w+ )?(uv|base|train|serve) \d+/\d+\]", build_output, re.MULTILINE))
+    cached = set(re.findall(r"^#(\d+) CACHED", build_output, re.MULTILINE))
+    done = set(re.findall(r"^#(\d+) DONE", build_output, re.MULTILINE))
+    return Counter(stage for step, stage in names.items() if step in done and step not in cached)
+
+
+def write_spec(project: Path, tag: str, train: list[str], serve: list[str]) -> None:
+    text = SPEC.format(tag=tag, train=str(train).replace("'", '"'), serve=str(serve).replace("'", '"'))
+    (project / "registry.toml").write_text(text)
+
+
+def test_each_change_rebuilds_only_its_own_stage(tmp_path: Path) -> None:
+    tag = tmp_path.name.lower().replace("_", "-")[-20:].strip("-")
+    write_spec(tmp_path, tag, train=[], serve=[])
+    first = mreg_json("build", "--lock", cwd=tmp_path)
+
+    unchanged = mreg("build", "--json", cwd=tmp_path)
+    assert steps_run(unchanged.stderr) == Counter()
+    assert unchanged.stderr.count("is up to date") == 2
+
+    write_spec(tmp_path, tag, train=[], serve=["six==1.16.0"])
+    serve_change = mreg("build", "--lock", "--json", cwd=tmp_path)
+    ran = steps_run(serve_change.stderr)  # (serve's own step may come from an earlier run's cache)
+    assert ran["base"] == ran["train"] == ran["uv"] == 0
+    after_serve = json.loads(serve_change.stdout)
+    assert after_serve["train"]["digest"] == first["train"]["digest"]  # the same train image, only a new tag
+    assert after_serve["serve"]["digest"] != first["serve"]["digest"]
+
+    write_spec(tmp_path, tag, train=["certifi==2024.2.2"], serve=["six==1.16.0"])
+    train_change = mreg("build", "--lock", "--json", cwd=tmp_path)
+    ran = steps_run(train_change.stderr)
+    assert ran["base"] == ran["serve"] == ran["uv"] == 0
+    after_train = json.loads(train_change.stdout)
+    assert after_train["serve"]["digest"] == after_serve["serve"]["digest"]
+    assert after_train["train"]["digest"] != after_serve["train"]["digest"]
