@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -164,7 +165,7 @@ def build(
             engine,
             targets=targets,  # type: ignore[arg-type]
             push=push,
-            network=engine.default_network() if network == "auto" else network or None,
+            network=network or None,
             rebuild=rebuild,
             relock=relock,
             on_line=on_line,
@@ -357,6 +358,7 @@ def verify(ctx: click.Context, model_ref: str, engine_name: str, builder: str | 
 def main() -> NoReturn:
     """Entry point: run the CLI; turn mreg's errors into messages and exit codes, never tracebacks."""
     signal.signal(signal.SIGTERM, _terminated)
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # no entry-point scan on every start
     try:
         code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:

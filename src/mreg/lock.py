@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import tomllib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -151,25 +152,38 @@ def _resolve(spec: Spec, indexes: PackageIndexes) -> Lock:
     inputs = lock_inputs(spec)
     with tempfile.TemporaryDirectory(prefix="mreg-lock-") as scratch:
         work = Path(scratch)
+        union_file = work / "union.txt"
+        union_file.write_text(_previous_pins(spec))  # uv keeps these versions where it can: a relock moves little
         everything = [requirement for group in GROUPS for requirement in inputs[group]]
-        union = _compile(spec, work, "all", everything, constraints=None, indexes=indexes)
+        union = _compile(spec, work, "all", everything, constraints=None, indexes=indexes, output=union_file)
         if union.returncode != 0:
             raise _conflict(spec, work, inputs, union.stderr, indexes)
-        (work / "union.txt").write_text(union.stdout)
-        sets: dict[SetName, str] = {}
-        for name in SETS:
+
+        def resolve_set(name: SetName) -> str:
             requirements = [r for group in _SET_GROUPS[name] for r in inputs[group]]
-            constraints = None if name == "tools" else work / "union.txt"
+            constraints = None if name == "tools" else union_file
             result = _compile(spec, work, name, requirements, constraints=constraints, indexes=indexes)
             if result.returncode != 0:
                 raise LockError(f"uv could not resolve the {name} set under the joint pins:\n{result.stderr.strip()}")
-            sets[name] = result.stdout
+            return result.stdout
+
+        with ThreadPoolExecutor(max_workers=len(SETS)) as pool:
+            sets = dict(zip(SETS, pool.map(resolve_set, SETS), strict=True))
     return Lock(
         python=spec.python.version,
         platform=spec.python.platform,
         inputs=inputs,
         packages=_merge(sets),
     )
+
+
+def _previous_pins(spec: Spec) -> str:
+    """The pins of the lock being replaced (stale or not), as uv preferences; empty without one."""
+    try:
+        data = tomllib.loads(lock_path(spec).read_text(encoding="utf-8"))
+        return "".join(f"{package['name']}=={package['version']}\n" for package in data.get("packages", []))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError, KeyError):
+        return ""
 
 
 def write_lock(spec: Spec, lock: Lock) -> Path:
@@ -196,8 +210,17 @@ def ensure_lock(spec: Spec, *, relock: bool, indexes: PackageIndexes | None = No
 
 
 def _compile(
-    spec: Spec, work: Path, name: str, requirements: list[str], *, constraints: Path | None, indexes: PackageIndexes
+    spec: Spec,
+    work: Path,
+    name: str,
+    requirements: list[str],
+    *,
+    constraints: Path | None,
+    indexes: PackageIndexes,
+    output: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """`uv pip compile` of `requirements`; with `output`, uv reads that file's pins as preferences, writes
+    the result there, and the result is also returned as stdout."""
     if not requirements:
         return subprocess.CompletedProcess([], 0, "", "")
     source = work / f"{name}.in"
@@ -206,11 +229,16 @@ def _compile(
     argv += ["--python-version", spec.python.version, "--python-platform", spec.python.platform]
     if constraints is not None:
         argv += ["--constraint", str(constraints)]
+    if output is not None:
+        argv += ["--output-file", str(output)]
     try:
         environment = {**os.environ, **indexes.uv_environment()}
-        return subprocess.run(argv, capture_output=True, text=True, check=False, env=environment)
+        result = subprocess.run(argv, capture_output=True, text=True, check=False, env=environment)
     except OSError as exc:
         raise MregError(f"cannot run uv ({argv[0]}): {exc.strerror}.") from None
+    if output is not None and result.returncode == 0:
+        result.stdout = output.read_text()
+    return result
 
 
 def _uv() -> str:

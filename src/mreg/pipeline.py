@@ -53,7 +53,7 @@ def build(
     *,
     targets: Iterable[Stage] = STAGES,
     push: bool = False,
-    network: str | None = None,
+    network: str | None = "auto",
     rebuild: bool = False,
     relock: bool = False,
     on_line: LineSink = lambda line: None,
@@ -61,20 +61,22 @@ def build(
     """Build the spec's images from its lock, check them for skew, then push them when asked.
 
     Images whose content tag already exists (locally, or in the registry when pushing) are reused. Images
-    that fail the skew guard are untagged, so that the next build does not reuse them.
+    that fail the skew guard are untagged, so that the next build does not reuse them. `network` is the
+    build's network; `auto` asks the engine (only when something is to be built).
     """
     if push and not spec.images.repository:
         raise InvalidInputError(f'{spec.source}: --push needs images.repository (e.g. "registry:5000/team/model").')
     indexes = PackageIndexes.from_environment()
     lock = ensure_lock(spec, relock=relock, indexes=indexes)
     context = render(spec, lock, buildkit=engine.buildkit)
-    saved = _saved_result(spec, context.digest())
+    saved = _saved_result(spec)
     repository = spec.images.repository or f"mreg/{spec.model.name}"
     refs: dict[Stage, str] = {stage: f"{repository}:{context.tag(stage)}" for stage in targets}
     images = {} if rebuild else _existing_images(engine, refs, in_registry=push, on_line=on_line)
     missing: dict[str, str] = {stage: ref for stage, ref in refs.items() if stage not in images}
     fresh: dict[str, BuiltImage] = {}
     if missing:
+        network = engine.default_network() if network == "auto" else network
         with tempfile.TemporaryDirectory(prefix="mreg-context-") as directory:
             context.write(Path(directory))
             fresh = engine.build(
@@ -82,6 +84,9 @@ def build(
             )
     images.update({stage: fresh[stage] for stage in refs if stage in fresh})
     environments = _environments(engine, images, saved, fresh=set(fresh), on_line=on_line)
+    if saved and saved.context_sha256 == context.digest():  # one target at a time builds on the other
+        environments = {**saved.environments, **environments}
+        images = {**{stage: _built(image) for stage, image in saved.images.items()}, **images}
     try:
         check_environments(environments, lock)
     except SkewError:
@@ -89,15 +94,14 @@ def build(
             engine.remove(image.ref)
         raise
     if push:
-        images = {
-            stage: image if image.in_registry else engine.push(image.ref, on_line=on_line)
-            for stage, image in images.items()
-        }
+        for stage in refs:
+            if not images[stage].in_registry:
+                images[stage] = engine.push(images[stage].ref, on_line=on_line)
     result = BuildResult(
         spec_sha256=spec.digest(),
         context_sha256=context.digest(),
         buildkit=engine.buildkit,
-        images={**(saved.images if saved else {}), **{stage: _image_record(image) for stage, image in images.items()}},
+        images={stage: _image_record(image) for stage, image in images.items()},
         environments=environments,
     )
     return _save_build_result(spec, result)
@@ -108,16 +112,19 @@ def _existing_images(
 ) -> dict[Stage, BuiltImage]:
     """The images already tagged with their content tag: in the registry when pushing, else (or then) in
     the engine. An unchanged spec and lock find both and build nothing."""
-    found: dict[Stage, BuiltImage] = {}
-    for stage, ref in refs.items():
+
+    def lookup(ref: str) -> BuiltImage | None:
         digest = engine.registry_digest(ref) if in_registry else None
         if digest is not None:
-            found[stage] = BuiltImage.pushed(ref, digest)
-        elif image_id := engine.local_image_id(ref):
-            found[stage] = BuiltImage.local(ref, image_id)
-        else:
-            continue
-        on_line(f"[{stage}] {ref} is up to date ({found[stage].digest})")
+            return BuiltImage.pushed(ref, digest)
+        image_id = engine.local_image_id(ref)
+        return BuiltImage.local(ref, image_id) if image_id else None
+
+    with ThreadPoolExecutor(max_workers=len(refs) or 1) as pool:
+        looked_up = dict(zip(refs, pool.map(lookup, refs.values()), strict=True))
+    found = {stage: image for stage, image in looked_up.items() if image is not None}
+    for stage, image in found.items():
+        on_line(f"[{stage}] {image.ref} is up to date ({image.digest})")
     return found
 
 
@@ -130,8 +137,14 @@ def _environments(
     on_line: LineSink,
 ) -> dict[Stage, ImageEnvironment]:
     """What each image holds: asked from images just built (both at once), remembered for the others."""
-    environments = dict(saved.environments) if saved else {}
-    unknown = [stage for stage in images if stage in fresh or stage not in environments]
+    environments: dict[Stage, ImageEnvironment] = {}
+    if saved is not None:  # the same tag is the same content: what it held, it holds
+        environments = {
+            stage: saved.environments[stage]
+            for stage, image in images.items()
+            if stage not in fresh and stage in saved.environments and saved.images[stage].ref == image.ref
+        }
+    unknown = [stage for stage in images if stage not in environments]
     for stage in unknown:
         on_line(f"[{stage}] listing the distributions installed in {images[stage].ref}")
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -284,13 +297,16 @@ def _image_record(image: BuiltImage) -> ImageRecord:
     return ImageRecord(ref=image.ref, digest=image.digest, image=image.image)
 
 
-def _saved_result(spec: Spec, context_sha256: str) -> BuildResult | None:
-    """The saved result of a build of the same context (one target at a time builds on it), if any."""
+def _built(image: ImageRecord) -> BuiltImage:
+    return BuiltImage(ref=image.ref, digest=image.digest, image=image.image)
+
+
+def _saved_result(spec: Spec) -> BuildResult | None:
+    """The result of the previous build, if any."""
     try:
-        saved = BuildResult.model_validate_json((spec.state_dir / BUILD_RESULT).read_bytes())
+        return BuildResult.model_validate_json((spec.state_dir / BUILD_RESULT).read_bytes())
     except (OSError, ValidationError):
         return None
-    return saved if saved.context_sha256 == context_sha256 else None
 
 
 def _save_build_result(spec: Spec, result: BuildResult) -> BuildResult:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import unicodedata
 from dataclasses import dataclass, field
@@ -36,17 +37,25 @@ class BuildContext:
     files: dict[str, Path] = field(default_factory=dict)
     generated: dict[str, str] = field(default_factory=dict)
 
-    def digest(self) -> str:
-        """SHA-256 over the Dockerfile and every copied file's path, mode and bytes."""
+    def digest(self, stage: str | None = None) -> str:
+        """SHA-256 over the Dockerfile and every file's path, mode and bytes; for a `stage`, only over what
+        that stage's image is built from: its Dockerfile stages and their files (so that a serve-only
+        change leaves the train image's tag, and the image, as they were)."""
         sha = hashlib.sha256()
-        for name, data, executable in self._entries():
+        for name, content, executable in self._entries():
+            data = content
+            if stage is not None:
+                if name == "Dockerfile":
+                    data = "".join(_stage_texts(self.dockerfile, stage)).encode()
+                elif not _feeds(name, stage):
+                    continue
             sha.update(f"{len(name)}:{name}:{int(executable)}:{len(data)}:".encode())
             sha.update(data)
         return sha.hexdigest()
 
     def tag(self, stage: str) -> str:
-        """The image tag of `stage`: stage name plus a digest prefix of the whole context."""
-        return f"{stage}-{self.digest()[:16]}"
+        """The image tag of `stage`: the stage's name and a prefix of its digest."""
+        return f"{stage}-{self.digest(stage)[:16]}"
 
     def write(self, directory: Path) -> None:
         """Write the complete context: `docker buildx build DIR` then reproduces mreg's build."""
@@ -174,6 +183,40 @@ def _environment(template_dir: Path | None) -> jinja2.Environment:
 def _python_check(version: str) -> str:
     message = f'"the base image has Python " + v + ", the spec asks for {version}"'
     return f'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v == "{version}" else {message})'
+
+
+_FROM_RE = re.compile(r"^FROM\s+(?:--platform=\S+\s+)?(?P<image>\S+)(?:\s+AS\s+(?P<name>\S+))?", re.IGNORECASE)
+_USES_RE = re.compile(r"--(?:mount=\S*?)?from=(?P<stage>[A-Za-z0-9_.-]+)")
+
+
+def _stage_texts(dockerfile: str, target: str) -> list[str]:
+    """The text of `target`'s Dockerfile stage and of every stage it builds on (FROM, --from, from=)."""
+    stages: dict[str, tuple[str, set[str]]] = {}
+    name, lines = "", list[str]()
+    for line in dockerfile.splitlines(keepends=True):
+        match = _FROM_RE.match(line)
+        if match:
+            name, lines = match["name"] or match["image"], []
+            stages[name] = ("", {match["image"]})
+        lines.append(line)
+        if name:
+            stages[name] = ("".join(lines), stages[name][1] | set(_USES_RE.findall(line)))
+    needed, todo = [], [target]
+    while todo:
+        current = todo.pop()
+        if current in stages and current not in needed:
+            needed.append(current)
+            todo.extend(stages[current][1])
+    return [stages[current][0] for current in sorted(needed)]
+
+
+def _feeds(name: str, stage: str) -> bool:
+    """Whether the context file `name` goes into the image of `stage` (the Dockerfile goes into both)."""
+    if name.startswith("stages/"):
+        return name.startswith(f"stages/{stage}/")
+    if name.startswith("requirements/"):
+        return name in {f"requirements/{set_name}.txt" for set_name in ("base", "tools", stage)}
+    return True
 
 
 def _collect(source: Path, context_path: str) -> dict[str, Path]:

@@ -27,8 +27,9 @@ serve = {serve}
 
 
 def steps_run(build_output: str) -> Counter[str]:
-    """Build steps BuildKit executed (not taken from its cache), by Dockerfile stage."""
-    names = dict(re.findall(r"^#(\d+) \[(?:\w+ )?(uv|base|train|serve) \d+/\d+\]", build_output, re.MULTILINE))
+    """Build steps BuildKit executed (not taken from its cache), by Dockerfile stage (FROM is no step)."""
+    pattern = r"^#(\d+) \[(?:\w+ )?(uv|base|train|serve) \d+/\d+\] (?!FROM )"
+    names = dict(re.findall(pattern, build_output, re.MULTILINE))
     cached = set(re.findall(r"^#(\d+) CACHED", build_output, re.MULTILINE))
     done = set(re.findall(r"^#(\d+) DONE", build_output, re.MULTILINE))
     return Counter(stage for step, stage in names.items() if step in done and step not in cached)

@@ -115,6 +115,22 @@ def test_tag_follows_the_lock(tmp_path: Path) -> None:
     assert one.tag("serve") != other.tag("serve")
 
 
+def test_each_image_is_tagged_by_what_it_is_built_from(tmp_path: Path) -> None:
+    spec = spec_from(tmp_path, '[model]\nname = "m"\n')
+    tools = {"uv": "0.13.9"}
+    base = {"numpy": "1.26.4"}
+    serve = {**base, "flask": "3.0.0"}
+    before = render_unlocked(spec, {"base": base, "train": base, "serve": serve, "tools": tools})
+    after = {"base": base, "train": base, "serve": {**serve, "six": "1.16"}, "tools": tools}
+    serve_change = render_unlocked(spec, after)
+    assert serve_change.tag("train") == before.tag("train")
+    assert serve_change.tag("serve") != before.tag("serve")
+    assert serve_change.digest() != before.digest()
+    base_change = render_unlocked(spec, {"base": {"numpy": "2.0"}, "train": base, "serve": serve, "tools": tools})
+    assert base_change.tag("train") != before.tag("train")
+    assert base_change.tag("serve") != before.tag("serve")
+
+
 def test_tag_follows_copied_file_content(tmp_path: Path) -> None:
     (tmp_path / "serve.py").write_text("print(1)\n")
     spec = spec_from(tmp_path, '[model]\nname = "m"\n[stages.serve]\ncopy = ["serve.py"]\n')

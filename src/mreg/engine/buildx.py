@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -13,9 +14,21 @@ from mreg.engine.process import capture, error_text, run, stream
 from mreg.errors import EngineError
 from mreg.refs import SHA256_DIGEST_RE
 
+PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+
 
 def buildx_available() -> bool:
-    """True when `docker buildx` is installed."""
+    """True when `docker buildx` is installed: its plugin is in one of the docker CLI's plugin directories
+    (checked without starting a process), or else `docker buildx version` answers."""
+    config = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    for directory in (config / "cli-plugins", *map(Path, PLUGIN_DIRS)):
+        if os.access(directory / "docker-buildx", os.X_OK):
+            return True
     return run(["docker", "buildx", "version"], what="docker buildx version").returncode == 0
 
 

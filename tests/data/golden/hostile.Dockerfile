@@ -3,8 +3,8 @@
 FROM --platform=linux/amd64 python:3.11-slim-bookworm AS uv
 RUN --mount=type=cache,id=mreg-pip-cache,target=/root/.cache/pip \
     --mount=type=bind,source=requirements/tools.txt,target=/tmp/mreg-tools.txt \
-    python3 -m venv /opt/uv \
-    && /opt/uv/bin/pip install --disable-pip-version-check --require-hashes --no-deps -r /tmp/mreg-tools.txt
+    python3 -m pip install --disable-pip-version-check --require-hashes --no-deps --target /opt/uv \
+        -r /tmp/mreg-tools.txt
 
 FROM --platform=linux/amd64 python:3.11-slim-bookworm AS base
 ENV VIRTUAL_ENV=/opt/venv \
@@ -20,7 +20,7 @@ RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=secret,id=mreg-index-url,required=false \
     if [ -f /run/secrets/mreg-extra-index-url ]; then export UV_EXTRA_INDEX_URL="$(cat /run/secrets/mreg-extra-index-url)"; fi; \
     if [ -f /run/secrets/mreg-index-url ]; then export UV_INDEX_URL="$(cat /run/secrets/mreg-index-url)"; fi; \
-    uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
+    uv pip sync --require-hashes --compile-bytecode --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 WORKDIR /app
 
 FROM base AS train
@@ -31,7 +31,7 @@ RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=secret,id=mreg-index-url,required=false \
     if [ -f /run/secrets/mreg-extra-index-url ]; then export UV_EXTRA_INDEX_URL="$(cat /run/secrets/mreg-extra-index-url)"; fi; \
     if [ -f /run/secrets/mreg-index-url ]; then export UV_INDEX_URL="$(cat /run/secrets/mreg-index-url)"; fi; \
-    uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
+    uv pip sync --require-hashes --compile-bytecode --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 LABEL "io.mreg.model"="evil" \
       "io.mreg.packages"="[\"numpy==1.26.4\", \"pandas==2.1.4\"]" \
       "io.mreg.python"="3.11" \
@@ -54,7 +54,7 @@ RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=secret,id=mreg-index-url,required=false \
     if [ -f /run/secrets/mreg-extra-index-url ]; then export UV_EXTRA_INDEX_URL="$(cat /run/secrets/mreg-extra-index-url)"; fi; \
     if [ -f /run/secrets/mreg-index-url ]; then export UV_INDEX_URL="$(cat /run/secrets/mreg-index-url)"; fi; \
-    uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
+    uv pip sync --require-hashes --compile-bytecode --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 CMD ["sh", "-c", "echo \"$HOME\" && exit 0"]
 LABEL "io.mreg.model"="evil" \
       "io.mreg.packages"="[\"flask==3.0.0\", \"numpy==1.26.4\"]" \
