@@ -1,0 +1,273 @@
+"""How long `mreg show` takes on a registry with many versions, against a bare boto3 GET, on moto's S3 server.
+
+    .venv/bin/python bench/lookups.py            # 10,000 versions, 10 runs of each lookup
+    .venv/bin/python bench/lookups.py --quick    # 100 versions, 3 runs: a smoke run
+
+The registry holds real, sealed records written through the S3 record store's own primitives (its
+conditional create and its `latest` hint), and an alias moved with the store's `move_alias`; the benchmark
+checks that mreg reads them back before it measures anything. Each lookup is a fresh `mreg` process, timed
+from start to exit, as a serving host or a CI job would run it. The baseline is a fresh Python process that
+imports boto3, makes a client and GETs one record object: what any Python S3 client pays at least. The S3
+requests of each lookup are counted in moto's request log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `bench` importable
+
+from bench.common import (
+    BIN,
+    REPO,
+    Measured,
+    MotoServer,
+    Stats,
+    checked,
+    machine,
+    moto_server,
+    run_measured,
+    s3_client,
+    s3_env,
+    source_state,
+    table,
+    work_directory,
+)
+from mreg.records import GitInfo, ImageRecord, ModelFile, ModelRef, Record, RecordStore, open_record_store
+from mreg.records.s3 import S3RecordStore
+
+BUCKET = "mreg-bench"
+PREFIX = "registry"
+NAME = "iris-rf"
+ALIAS = "production"
+TARGET = 0.5
+BASELINE = "boto3 get_object, fresh process (baseline)"
+"""Seconds: the issue's target for one lookup."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One command measured: a label, its argv, and a check of its stdout."""
+
+    label: str
+    argv: list[str]
+    check: Callable[[str], bool]
+
+
+@dataclass
+class Timings:
+    walls: list[float] = field(default_factory=list)
+    rss: list[float] = field(default_factory=list)
+    requests: list[list[str]] = field(default_factory=list)
+
+
+def make_record(version: int) -> bytes:
+    """A sealed record of `version`, shaped like one `mreg register` writes (packages included)."""
+    digest = hashlib.sha256(f"model {version}".encode()).hexdigest()
+    image = "registry.example.com/ml/iris-rf"
+    record = Record(
+        name=NAME,
+        version=version,
+        model=ModelFile(
+            uri=f"s3://{BUCKET}/objects/sha256/{digest}", sha256=digest, size=172_625 + version, filename="model.joblib"
+        ),
+        images={
+            stage: ImageRecord(
+                ref=f"{image}:{stage}-{digest[:16]}", image=f"{image}@sha256:{digest}", digest=f"sha256:{digest}"
+            )
+            for stage in ("train", "serve")
+        },
+        packages={
+            "shared": [f"shared-package-{n}==1.{n}.0" for n in range(40)],
+            "train": [f"train-package-{n}==2.{n}.0" for n in range(12)],
+            "serve": [f"serve-package-{n}==3.{n}.0" for n in range(12)],
+        },
+        python="3.11.2",
+        spec_sha256=hashlib.sha256(b"spec").hexdigest(),
+        created_at=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=version),
+        git=GitInfo(commit=hashlib.sha256(str(version).encode()).hexdigest()[:40], dirty=False),
+    )
+    return record.sealed().to_json().encode()
+
+
+def populate(versions: int, alias_version: int, threads: int = 16) -> None:
+    """`versions` records of NAME, its `latest` hint and an alias, through the S3 record store's primitives."""
+    store = open_record_store(f"s3://{BUCKET}/{PREFIX}", Path.cwd())
+    assert isinstance(store, S3RecordStore)
+
+    def create(version: int) -> None:
+        if not store._create(NAME, version, make_record(version)):  # the store's exclusive create
+            raise SystemExit(f"version {version} already exists")
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(create, range(1, versions + 1)))
+    store._write_hint(NAME, versions)
+    store.move_alias(NAME, ALIAS, alias_version, actor="bench")
+    check_registry(store, versions, alias_version)
+
+
+def check_registry(store: RecordStore, versions: int, alias_version: int) -> None:
+    """mreg reads what was written: the latest version, a decoded record, the alias."""
+    if store.latest_version(NAME) != versions:
+        raise SystemExit(f"the registry's latest version is {store.latest_version(NAME)}, not {versions}")
+    if store.resolve(ModelRef(NAME, alias=ALIAS)).version != alias_version:
+        raise SystemExit(f"{NAME}@{ALIAS} does not resolve to version {alias_version}")
+    store.get(NAME, 1)
+
+
+def version_of(expected: int) -> Callable[[str], bool]:
+    def check(stdout: str) -> bool:
+        return bool(json.loads(stdout)["version"] == expected)
+
+    return check
+
+
+def what_if_cases(probe_version: int) -> list[Case]:
+    """`mreg show NAME:VERSION` with start-up changes simulated by bench/lookup_whatif.py (an experiment)."""
+    whatif = [sys.executable, str(REPO / "bench" / "lookup_whatif.py")]
+    show = ["--registry", f"s3://{BUCKET}/{PREFIX}", "show", f"{NAME}:{probe_version}", "--json"]
+    return [
+        Case(
+            f"what-if {changes}: mreg show {NAME}:{probe_version}", [*whatif, changes, *show], version_of(probe_version)
+        )
+        for changes in ("none", "spec", "botocore", "exit", "spec,botocore,exit")
+    ]
+
+
+def cases(versions: int, alias_version: int, probe_version: int) -> list[Case]:
+    mreg = [str(BIN / "mreg"), "--registry", f"s3://{BUCKET}/{PREFIX}", "show"]
+    key = f"{PREFIX}/models/{NAME}/versions/{probe_version:010d}.json"
+    read = f".get_object(Bucket='{BUCKET}', Key='{key}')['Body'].read()"
+    boto3 = f"import os, boto3; boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']){read}"
+    botocore = (
+        "import os, botocore.session; botocore.session.get_session()"
+        f".create_client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']){read}"
+    )
+    return [
+        Case("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"], lambda out: True),
+        Case(BASELINE, [sys.executable, "-c", boto3], lambda out: True),
+        Case("botocore get_object, fresh process (no boto3)", [sys.executable, "-c", botocore], lambda out: True),
+        Case(f"mreg show {NAME}@{ALIAS} --json", [*mreg, f"{NAME}@{ALIAS}", "--json"], version_of(alias_version)),
+        Case(f"mreg show {NAME}:{probe_version} --json", [*mreg, f"{NAME}:{probe_version}", "--json"],
+             version_of(probe_version)),
+        Case(f"mreg show {NAME} --json (latest)", [*mreg, NAME, "--json"], version_of(versions)),
+    ]  # fmt: skip
+
+
+def measure(all_cases: list[Case], runs: int, server: MotoServer, env: dict[str, str], workdir: Path) -> list[Timings]:
+    """Every case once per round, `runs` rounds (interleaved, so that drift hits all cases alike)."""
+    timings = [Timings() for _ in all_cases]
+    for _ in range(runs):
+        for case, timing in zip(all_cases, timings, strict=True):
+            offset = server.log_offset()
+            result: Measured = checked(run_measured(case.argv, env, workdir), case.label)
+            if not case.check(result.stdout):
+                raise SystemExit(f"{case.label} printed an unexpected result:\n{result.stdout[:2000]}")
+            timing.walls.append(result.wall)
+            if result.max_rss:  # 0: the process ended before the first sample
+                timing.rss.append(result.max_rss / 1e6)
+            timing.requests.append(server.requests_since(offset))
+    return timings
+
+
+def report(all_cases: list[Case], timings: list[Timings], versions: int, runs: int) -> str:
+    baseline = next(Stats.of(t.walls).median for c, t in zip(all_cases, timings, strict=True) if c.label == BASELINE)
+    rows = []
+    for case, timing in zip(all_cases, timings, strict=True):
+        wall = Stats.of(timing.walls)
+        requests = Counter(len(found) for found in timing.requests).most_common(1)[0][0]
+        rows.append([case.label, wall.show("{:.3f}"), f"{wall.median / baseline:.2f}",
+                     Stats.of(timing.rss).show("{:.0f}") if timing.rss else "-", str(requests)])  # fmt: skip
+    lines = [
+        f"lookups in a registry of {versions} versions of {NAME} on moto's S3 server (loopback), {runs} runs each",
+        f"machine: {machine()}",
+        f"source: {source_state()}",
+        "wall time of the whole process, median (min-max); ratio to the boto3 baseline's median",
+        "",
+        table(["command", "wall s", "x baseline", "peak RSS MB", "S3 requests"], rows),
+        "",
+        f"target: under {TARGET} s per lookup",
+        "",
+        "S3 requests of one run of each command:",
+    ]
+    for case, timing in zip(all_cases, timings, strict=True):
+        lines.append(f"  {case.label}: " + (", ".join(timing.requests[-1]) or "none"))
+    return "\n".join(lines)
+
+
+def phases(ref: str, runs: int, env: dict[str, str], workdir: Path) -> str:
+    """Where one lookup's time goes (bench/lookup_phases.py, `runs` fresh processes), and warm lookups."""
+    driver = [sys.executable, str(REPO / "bench" / "lookup_phases.py"), f"s3://{BUCKET}/{PREFIX}", ref, "--warm", "20"]
+    steps: dict[str, list[float]] = {}
+    warm: list[float] = []
+    for _ in range(runs):
+        result = checked(run_measured(driver, env, workdir), "bench/lookup_phases.py")
+        document = json.loads(result.stdout)
+        for name, ms in document["steps_ms"].items():
+            steps.setdefault(name, []).append(ms)
+        steps.setdefault("interpreter start and exit (the rest of the wall time)", []).append(
+            result.wall * 1000 - sum(document["steps_ms"].values()) - document["warm_ms"]["total"]
+        )
+        steps.setdefault("whole process (without the warm lookups)", []).append(
+            result.wall * 1000 - document["warm_ms"]["total"]
+        )
+        warm.append(document["warm_ms"]["median"])
+    rows = [[name, Stats.of(values).show("{:.0f}")] for name, values in steps.items()]
+    return "\n".join([
+        f"where `mreg show {ref}` spends its time (bench/lookup_phases.py, {runs} runs, ms, median (min-max)):",
+        "",
+        table(["step", "ms"], rows),
+        "",
+        f"the same lookup repeated in a warm process (Registry API): {Stats.of(warm).show('{:.1f}')} ms",
+    ])  # fmt: skip
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--versions", type=int, default=10_000, help="versions in the registry (default 10000)")
+    parser.add_argument("--runs", type=int, default=10, help="runs of each lookup (default 10)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 100 versions, 3 runs")
+    parser.add_argument("--what-if", action="store_true", help="also time bench/lookup_whatif.py's simulated changes")
+    parser.add_argument("--json", type=Path, help="also write the raw measurements to this file")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory (server log)")
+    args = parser.parse_args()
+    if args.quick:
+        args.versions, args.runs = 100, 3
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    alias_version, probe_version = args.versions // 2 + 1, max(1, args.versions // 3)
+    with work_directory(args.keep) as workdir, moto_server(workdir) as server:
+        env = s3_env(server.endpoint, workdir)
+        os.environ.update({key: value for key, value in env.items() if key.startswith("AWS_")})
+        s3_client(server.endpoint).create_bucket(Bucket=BUCKET)
+        started = time.perf_counter()
+        populate(args.versions, alias_version)
+        print(f"wrote {args.versions} versions in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+        all_cases = cases(args.versions, alias_version, probe_version)
+        all_cases += what_if_cases(probe_version) if args.what_if else []
+        timings = measure(all_cases, args.runs, server, env, workdir)
+        breakdown = phases(f"{NAME}:{probe_version}", args.runs, env, workdir)
+    print(report(all_cases, timings, args.versions, args.runs))
+    print()
+    print(breakdown)
+    if args.json:
+        raw = {case.label: timing.__dict__ for case, timing in zip(all_cases, timings, strict=True)}
+        args.json.write_text(json.dumps({"versions": args.versions, "machine": machine(), "cases": raw}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
