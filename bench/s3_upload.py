@@ -48,13 +48,12 @@ REQUESTS = {
     "CreateMultipartUpload": "start the multipart upload",
     "UploadPart": "read, hash and upload the parts",
     "CompleteMultipartUpload": "complete the upload (the server assembles the parts)",
-    "HeadObject": "look for the object at its content address",
-    "CopyObject": "promote: server-side copy to sha256/<hex>, the server computes its SHA-256",
-    "DeleteObject": "delete the staging object",
-    "PutObject": "single-request upload",
-    "GetObject": "read back (single-request upload)",
+    "GetObject": "read the content address (sha256/<hex>), or read back a single-request upload",
+    "HeadObject": "check the blob an existing content address names",
+    "PutObject": "claim the content address (If-None-Match), or a single-request upload",
+    "DeleteObject": "delete a duplicate or failed blob",
 }
-SERVER_PHASES = ("parts", "complete", "promote")
+SERVER_PHASES = ("parts", "complete", "claim")
 
 
 @dataclass(frozen=True)
@@ -120,15 +119,15 @@ def upload_with_awscli(path: Path, key: str, env: dict[str, str], workdir: Path)
 
 def server_phases(requests: list[tuple[float, str]]) -> dict[str, float]:
     """Seconds between the server's responses, from its log (1 s resolution): CreateMultipartUpload to the
-    last part, the last part to CompleteMultipartUpload, and that to the copy (mreg's promotion)."""
+    last part, the last part to CompleteMultipartUpload, and that to the claim of the content address."""
     created = min(when for when, line in requests if line.startswith("POST") and line.endswith("?uploads"))
     last_part = max(when for when, line in requests if "partNumber=" in line)
     completed = min(when for when, line in requests if line.startswith("POST") and "uploadId=" in line)
-    copied = [when for when, line in requests if line.startswith("PUT") and "?" not in line]
+    claimed = [when for when, line in requests if line.startswith("PUT") and "?" not in line]
     return {
         "parts": last_part - created,
         "complete": completed - last_part,
-        "promote": (copied[0] - completed) if copied else 0.0,
+        "claim": (claimed[0] - completed) if claimed else 0.0,
     }
 
 
@@ -214,7 +213,7 @@ def report(size: int, mreg: Runs, awscli: Runs) -> str:
         "",
         "both uploaders as moto's request log sees them (s, 1 s resolution):",
         "",
-        table(["uploader", "parts", "complete", "promotion copy"], phases),
+        table(["uploader", "parts", "complete", "claim"], phases),
     ])  # fmt: skip
 
 

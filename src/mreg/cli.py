@@ -356,30 +356,37 @@ def verify(ctx: click.Context, model_ref: str, engine_name: str, builder: str | 
 
 
 def main() -> NoReturn:
-    """Entry point: run the CLI; turn mreg's errors into messages and exit codes, never tracebacks."""
+    """Entry point: run the CLI and leave with its exit code, without the interpreter's teardown (freeing
+    botocore's loaded models alone takes ~0.1 s): all mreg writes is complete and closed by then."""
     signal.signal(signal.SIGTERM, _terminated)
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # no entry-point scan on every start
+    code = run()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run(args: list[str] | None = None) -> int:
+    """Run the CLI; turn mreg's errors into messages and exit codes, never tracebacks."""
     try:
-        code = cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        _fail(Interrupted("interrupted; nothing was recorded."))
+        code = cli.main(args, standalone_mode=False)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _fail(Interrupted("interrupted; nothing was recorded."))
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        return _fail(Interrupted("interrupted; nothing was recorded."))
     except MregError as exc:
-        _fail(exc)
-    sys.exit(code if isinstance(code, int) else 0)
+        return _fail(exc)
+    return code if isinstance(code, int) else 0
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _fail(error: MregError) -> NoReturn:
+def _fail(error: MregError) -> int:
     click.echo(f"error: {error}", err=True)
-    sys.exit(error.exit_code)
+    return error.exit_code
 
 
 def _say(message: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mreg.errors import InvalidInputError, MregError, NotFoundError, StorageError
 
@@ -69,8 +69,9 @@ def object_location(uri: str) -> tuple[str, str]:
 
 
 def make_client(endpoint_url: str | None = None) -> S3Client:
-    """An S3 client from boto3's configuration chain; `endpoint_url` overrides AWS_ENDPOINT_URL."""
-    import boto3
+    """An S3 client from boto3's configuration chain (botocore's, without boto3's own import cost);
+    `endpoint_url` overrides AWS_ENDPOINT_URL."""
+    import botocore.session
     from botocore.config import Config
 
     retries: Any = {
@@ -84,7 +85,8 @@ def make_client(endpoint_url: str | None = None) -> S3Client:
         read_timeout=60,
         tcp_keepalive=True,
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    client = botocore.session.get_session().create_client("s3", endpoint_url=endpoint_url, config=config)
+    return cast("S3Client", client)
 
 
 def boto_errors() -> tuple[type[Exception], ...]:

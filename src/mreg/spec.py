@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from mreg.errors import SpecError
+from mreg.names import NAME_RULE, is_name
 from mreg.refs import parse_reference, parse_repository
 from mreg.s3 import parse_s3_uri
 
@@ -36,9 +37,6 @@ DOCKERFILE_STAGES = ("uv", "base", "train", "serve")
 DEFAULT_STORAGE_URI = "file://.mreg/objects"
 DEFAULT_REGISTRY_URI = "file://.mreg/registry"
 
-MODEL_NAME_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-"""Also a valid path component of an image repository (`mreg/<name>`), so Docker can use it."""
-MAX_NAME = 64
 PYTHON_VERSION_RE = re.compile(r"3\.[0-9]{1,2}")
 PLATFORM_RE = re.compile(r"(?P<arch>x86_64|aarch64)-manylinux_2_[0-9]{1,2}")
 DOCKER_PLATFORMS = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}
@@ -54,11 +52,8 @@ def _fail(reason: str) -> PydanticCustomError:
 
 
 def _model_name(value: str) -> str:
-    if len(value) > MAX_NAME or not MODEL_NAME_RE.fullmatch(value):
-        raise _fail(
-            "is not a valid model name (1-64 lower-case letters and digits, in words joined by '.', '_', "
-            "'__' or dashes; it starts and ends with a letter or digit)"
-        )
+    if not is_name(value):
+        raise _fail(f"is not a valid model name ({NAME_RULE})")
     return value
 
 

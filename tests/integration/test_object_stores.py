@@ -4,7 +4,9 @@ nothing partial left behind."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -42,15 +44,19 @@ def large(tmp_path: Path) -> Path:
 
 
 def leftovers(store_uri: str) -> list[str]:
-    """Everything the store holds besides its content-addressed objects, and open multipart uploads."""
+    """Everything the store holds besides its objects and their content addresses: temporary files,
+    blobs no address names, open multipart uploads."""
     if store_uri.startswith("file://"):
         root = Path(store_uri.removeprefix("file://"))
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.parent.name != "sha256")
     bucket, _, prefix = store_uri.removeprefix("s3://").partition("/")
     client = boto3.client("s3")
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    named = {
+        json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read())["blob"] for k in keys if "/sha256/" in k
+    }
     uploads = [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
-    return sorted([k for k in keys if "/sha256/" not in k] + [f"upload:{k}" for k in uploads])
+    return sorted([k for k in keys if "/sha256/" not in k and k not in named] + [f"upload:{k}" for k in uploads])
 
 
 def stored_objects(store_uri: str) -> list[str]:
@@ -75,7 +81,7 @@ def test_put_file_is_content_addressed_and_round_trips(
     digest = hashlib.sha256(data).hexdigest()
     assert stored.sha256 == digest
     assert stored.size == len(data) == sum(seen)
-    assert stored.uri.endswith(f"/sha256/{digest}")
+    assert stored.uri.endswith(f"/sha256/{digest}") if store_uri.startswith("file:") else "/blobs/" in stored.uri
     assert store.digest(stored.uri) == (digest, len(data))
     assert store.put_file(source) == stored
     assert stored_objects(store_uri) == [digest]
@@ -114,14 +120,16 @@ def test_unreadable_source(store: ObjectStore, tmp_path: Path) -> None:
         store.put_file(tmp_path / "missing.bin")
 
 
-def test_objects_larger_than_one_copy_request_are_copied_in_parts(bucket: str, large: Path, tmp_path: Path) -> None:
-    store = open_object_store(f"s3://{bucket}/objects", tmp_path)
-    assert isinstance(store, S3ObjectStore)
-    store.part_size = 5 * MiB
-    store.single_copy_limit = 6 * MiB
-    stored = store.put_file(large)
-    assert store.digest(stored.uri) == (hashlib.sha256(large.read_bytes()).hexdigest(), LARGE_SIZE)
-    assert leftovers(f"s3://{bucket}/objects") == []
+def test_the_same_bytes_uploaded_at_once_are_stored_once(bucket: str, large: Path, tmp_path: Path) -> None:
+    store_uri = f"s3://{bucket}/objects"
+    stores = [open_object_store(store_uri, tmp_path) for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        stored = list(pool.map(lambda store: store.put_file(large), stores))
+    assert len({item.uri for item in stored}) == 1
+    assert stored_objects(store_uri) == [stored[0].sha256]
+    assert leftovers(store_uri) == []
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert len([key for key in keys if "/blobs/" in key]) == 1
 
 
 def test_a_damaged_object_is_replaced_when_the_same_bytes_come_again(
@@ -136,5 +144,6 @@ def test_a_damaged_object_is_replaced_when_the_same_bytes_come_again(
         bucket, _, key = stored.uri.removeprefix("s3://").partition("/")
         boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"damaged")
     assert store.digest(stored.uri)[1] == len(b"damaged")
-    store.put_file(large)
-    assert store.digest(stored.uri) == (stored.sha256, stored.size)
+    again = store.put_file(large)
+    assert store.digest(again.uri) == (stored.sha256, stored.size)
+    assert leftovers(store_uri) == ([] if store_uri.startswith("file:") else [stored.uri.split("/", 3)[3]])

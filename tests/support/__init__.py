@@ -8,7 +8,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -132,17 +131,10 @@ def save_build(project: Path, stages: tuple[Stage, ...] = ("train", "serve")) ->
 
 def mreg_in_process(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
     """Run the command line in this process (fast, for large tables of cases): (exit code, stdout, stderr)."""
-    from mreg.cli import main
+    from mreg.cli import run
 
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["mreg", *args])
     stdout, stderr = io.StringIO(), io.StringIO()
-    previous = signal.getsignal(signal.SIGTERM)
-    try:
-        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            main()
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = run(list(args))
     return code, stdout.getvalue(), stderr.getvalue()

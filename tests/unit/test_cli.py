@@ -13,10 +13,9 @@ HEAVY = ("docker", "boto3", "botocore", "pydantic", "jinja2", "rich", "packaging
 
 def test_help_imports_no_heavy_library() -> None:
     probe = (
-        "import runpy, sys\n"
-        "sys.argv = ['mreg', '--help']\n"
-        "try:\n    runpy.run_module('mreg', run_name='__main__')\n"
-        "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+        "import sys\n"
+        "from mreg.cli import run\n"
+        "assert run(['--help']) == 0\n"
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)

@@ -23,11 +23,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mreg.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
-from mreg.spec import MAX_NAME, MODEL_NAME_RE
+from mreg.names import MAX_NAME, NAME_RE, is_name
 
 SCHEMA_VERSION = 1
 MAX_ATTEMPTS = 10_000
-NAME_PATTERN = f"^{MODEL_NAME_RE.pattern}$"
+NAME_PATTERN = f"^{NAME_RE.pattern}$"
 _REF_RE = re.compile(r"(?P<name>[^:@]+)(?::(?P<version>[^:@]*)|@(?P<alias>[^:@]*))?")
 
 
@@ -147,7 +147,7 @@ def parse_model_ref(text: str) -> ModelRef:
 
 def check_name(name: str, what: str = "model name") -> str:
     """Refuse anything that is not a model (or alias) name: it becomes part of a path or key."""
-    if len(name) > MAX_NAME or not MODEL_NAME_RE.fullmatch(name):
+    if not is_name(name):
         raise InvalidInputError(f"{name!r} is not a valid {what}.")
     return name
 

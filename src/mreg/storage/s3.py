@@ -1,21 +1,28 @@
-"""The S3 object store: `<prefix>/sha256/<hex>`, uploaded in one read of the file, verified by the server.
+"""The S3 object store: bytes uploaded once, in one read of the file, checked by the server part by part,
+and found by their SHA-256.
 
-A file is read once, in parts: each part feeds the whole-file SHA-256 and its own SHA-256, which S3 checks
-when the part arrives; parts upload concurrently, at most `concurrency` at a time, so memory stays bounded
-whatever the file size. The parts land under a staging key (the final, content-addressed key is known only
-once the last byte is read); a server-side copy then moves them to `sha256/<hex>` and returns the SHA-256
-the server computed over the stored bytes, which must equal ours. Any failure or interruption aborts the
-multipart upload and deletes the staging object.
+A file is read once, in parts: each part feeds the whole-file SHA-256 and carries its own SHA-256, which S3
+checks when the part arrives; parts upload concurrently, at most `concurrency` at a time, so memory stays
+bounded whatever the file size. Completing the upload, S3 answers with the checksum of the part checksums,
+which must equal the one mreg computes: the object holds exactly the parts that were sent.
+
+The whole-file SHA-256 is known only once the last byte is read, after the object's key had to be chosen;
+rather than copying the bytes to a key named by their hash (a second full pass, on the server), the bytes
+stay at `<prefix>/blobs/<uuid>` and the content address `<prefix>/sha256/<hex>` is a small index object
+naming that blob, created with `If-None-Match: *`. The first upload of some bytes claims their address; a
+later upload of the same bytes finds the claim, deletes its own blob and uses the first one: the same bytes
+are stored once. Any failure or interruption aborts the multipart upload and deletes the blob.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -31,19 +38,25 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000
+_ABSENT = {"404", "NoSuchKey", "NotFound"}
+_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
+def composite_checksum(part_checksums: list[str]) -> str:
+    """S3's checksum of a multipart object: SHA-256 of the parts' SHA-256s, then `-<number of parts>`."""
+    joined = b"".join(base64.b64decode(checksum) for checksum in part_checksums)
+    return f"{_b64(hashlib.sha256(joined).digest())}-{len(part_checksums)}"
+
+
 class S3ObjectStore:
-    """Model binaries under `s3://bucket/prefix/sha256/<hex>`."""
+    """Model binaries in `s3://bucket/prefix/blobs/`, found through `s3://bucket/prefix/sha256/<hex>`."""
 
     part_size = 8 * MiB
     concurrency = 8
-    single_copy_limit = 5 * 1024 * MiB
-    """S3 copies up to 5 GiB in one request; larger objects are copied part by part."""
 
     def __init__(self, location: S3Location, *, endpoint_url: str | None = None) -> None:
         self.location = location
@@ -61,17 +74,17 @@ class S3ObjectStore:
             source = path.open("rb")
         except OSError as exc:
             raise InvalidInputError(f"{path}: cannot be read ({exc.strerror}).") from None
-        with source:
+        blob = self.location.key("blobs", uuid.uuid4().hex)
+        with source, self._discarded_unless_kept(blob) as keep:
             size = Path(path).stat().st_size
             part_size = max(self.part_size, -(-size // MAX_PARTS))
             if size <= part_size:
-                return self._put_small(source.read(), on_progress)
-            staging = self.location.key("incoming", uuid.uuid4().hex)
-            with self._staged(staging):
-                sha256, parts = self._upload_parts(source, staging, part_size, on_progress)
-                final = self.location.key("sha256", sha256)
-                self._promote(staging, final, sha256, size, parts, part_size)
-        return StoredObject(uri=self.location.uri(final), sha256=sha256, size=size)
+                sha256 = self._put_small(source.read(), blob, on_progress)
+            else:
+                sha256 = self._upload_parts(source, blob, part_size, on_progress)
+            stored = self._claim(sha256, size, blob)
+            keep(stored == blob)
+        return StoredObject(uri=self.location.uri(stored), sha256=sha256, size=size)
 
     def fetch(self, uri: str, sha256: str, destination: Path, *, on_progress: Progress | None = None) -> None:
         with incoming(destination.parent) as (sink, temporary):
@@ -94,28 +107,25 @@ class S3ObjectStore:
         except boto_errors() as exc:
             raise translate(exc, f"read {uri}") from None
 
-    def _put_small(self, data: bytes, on_progress: Progress | None) -> StoredObject:
-        """One request; read back, so the stored bytes are checked on any S3 server."""
+    def _put_small(self, data: bytes, key: str, on_progress: Progress | None) -> str:
+        """One request, with the SHA-256 for S3 to check; read back, so that any S3 server is checked."""
         digest = hashlib.sha256(data)
-        key = self.location.key("sha256", digest.hexdigest())
         uri = self.location.uri(key)
         try:
             self.client.put_object(
                 Bucket=self.location.bucket, Key=key, Body=data, ChecksumSHA256=_b64(digest.digest())
             )
         except boto_errors() as exc:
-            raise translate(exc, f"upload {uri}") from None
+            raise translate(exc, f"upload to {uri}") from None
         if on_progress is not None:
             on_progress(len(data))
         stored, size = self.digest(uri)
         if (stored, size) != (digest.hexdigest(), len(data)):
             raise IntegrityError(f"{uri} holds {size} bytes hashing to {stored} right after it was written.")
-        return StoredObject(uri=uri, sha256=digest.hexdigest(), size=len(data))
+        return digest.hexdigest()
 
-    def _upload_parts(
-        self, source: BinaryIO, key: str, part_size: int, on_progress: Progress | None
-    ) -> tuple[str, list[str]]:
-        """Multipart upload of `source` to `key`; returns the whole-file SHA-256 and each part's (base64)."""
+    def _upload_parts(self, source: BinaryIO, key: str, part_size: int, on_progress: Progress | None) -> str:
+        """Multipart upload of `source` to `key`, in one read of it; returns its SHA-256."""
         client, bucket = self.client, self.location.bucket
         what = f"upload to {self.location.uri(key)}"
         try:
@@ -154,7 +164,7 @@ class S3ObjectStore:
                 checksums.append(_b64(hashlib.sha256(chunk).digest()))
                 futures.append(pool.submit(send, len(checksums), chunk, checksums[-1]))
             parts = [future.result() for future in futures]
-            client.complete_multipart_upload(
+            completed = client.complete_multipart_upload(
                 Bucket=bucket,
                 Key=key,
                 UploadId=upload_id,
@@ -167,64 +177,52 @@ class S3ObjectStore:
                 raise translate(exc, what) from None
             raise
         pool.shutdown(wait=True)
-        return whole.hexdigest(), checksums
+        answered, expected = completed.get("ChecksumSHA256"), composite_checksum(checksums)
+        if answered is not None and answered != expected:
+            raise IntegrityError(
+                f"{self.location.uri(key)}: S3 assembled parts with checksum {answered}, not {expected}."
+            )
+        return whole.hexdigest()
 
-    def _promote(self, staging: str, final: str, sha256: str, size: int, parts: list[str], part_size: int) -> None:
-        """Copy the staged object to its content address on the server, and check the server's hashes."""
+    def _claim(self, sha256: str, size: int, blob: str) -> str:
+        """Make `sha256/<hex>` name `blob`, or return the blob that already holds these bytes."""
         client, bucket = self.client, self.location.bucket
-        uri = self.location.uri(final)
-        expected = _b64(bytes.fromhex(sha256))
+        address = self.location.key("sha256", sha256)
+        document = json.dumps({"sha256": sha256, "size": size, "blob": blob}).encode()
         try:
-            if self._holds(final, expected, size):
-                return
-            if size <= self.single_copy_limit:
-                result = client.copy_object(
-                    Bucket=bucket, Key=final, CopySource={"Bucket": bucket, "Key": staging}, ChecksumAlgorithm="SHA256"
-                )["CopyObjectResult"]
-                if result.get("ChecksumSHA256") != expected:
-                    raise IntegrityError(
-                        f"{uri}: the server computed SHA-256 {result.get('ChecksumSHA256')!r} for the copied "
-                        f"bytes, not {expected!r}."
-                    )
-            else:
-                self._copy_in_parts(staging, final, parts, part_size, size)
+            for _ in range(3):
+                try:
+                    existing = client.get_object(Bucket=bucket, Key=address)
+                except boto_errors() as exc:
+                    if error_code(exc) not in _ABSENT:
+                        raise
+                    condition = {"IfNoneMatch": "*"}
+                else:
+                    claimed = json.loads(existing["Body"].read())
+                    if claimed.get("size") == size and self._exists(str(claimed.get("blob")), size):
+                        return str(claimed["blob"])
+                    condition = {"IfMatch": existing["ETag"]}  # a claim on bytes that are gone: take it over
+                try:
+                    client.put_object(Bucket=bucket, Key=address, Body=document, **condition)  # type: ignore[arg-type]
+                except boto_errors() as exc:
+                    if error_code(exc) in _CONFLICT:
+                        continue  # someone claimed it meanwhile: look again
+                    raise
+                return blob
         except boto_errors() as exc:
-            raise translate(exc, f"store {uri}") from None
+            raise translate(exc, f"store {self.location.uri(address)}") from None
+        except (ValueError, KeyError):
+            raise StorageError(f"{self.location.uri(address)} is not an index mreg wrote.") from None
+        raise StorageError(f"could not claim {self.location.uri(address)}: it keeps changing.")
 
-    def _holds(self, key: str, checksum: str, size: int) -> bool:
-        """True when `key` already holds these bytes (the same model registered again)."""
+    def _exists(self, key: str, size: int) -> bool:
         try:
-            head = self.client.head_object(Bucket=self.location.bucket, Key=key, ChecksumMode="ENABLED")
+            head = self.client.head_object(Bucket=self.location.bucket, Key=key)
         except boto_errors() as exc:
-            if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
+            if error_code(exc) in _ABSENT:
                 return False
             raise
-        return head.get("ContentLength") == size and head.get("ChecksumSHA256") == checksum
-
-    def _copy_in_parts(self, staging: str, final: str, parts: list[str], part_size: int, size: int) -> None:
-        """A multipart copy along the upload's part boundaries; each part's server checksum must match."""
-        client, bucket = self.client, self.location.bucket
-        upload_id = client.create_multipart_upload(Bucket=bucket, Key=final, ChecksumAlgorithm="SHA256")["UploadId"]
-        try:
-            copied = []
-            for index, checksum in enumerate(parts):
-                first, last = index * part_size, min(size, (index + 1) * part_size) - 1
-                result = client.upload_part_copy(
-                    Bucket=bucket, Key=final, UploadId=upload_id, PartNumber=index + 1,
-                    CopySource={"Bucket": bucket, "Key": staging}, CopySourceRange=f"bytes={first}-{last}",
-                )["CopyPartResult"]  # fmt: skip
-                if result.get("ChecksumSHA256") not in (None, checksum):
-                    raise IntegrityError(f"part {index + 1} of {self.location.uri(final)} changed while copied.")
-                copied.append({"PartNumber": index + 1, "ETag": result["ETag"], "ChecksumSHA256": checksum})
-            client.complete_multipart_upload(
-                Bucket=bucket,
-                Key=final,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": copied},  # type: ignore[typeddict-item]
-            )
-        except BaseException:
-            self._abort(final, upload_id)
-            raise
+        return head.get("ContentLength") == size
 
     def _abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload, waiting out a short outage (the reason it failed may be one)."""
@@ -245,15 +243,21 @@ class S3ObjectStore:
         )
 
     @contextmanager
-    def _staged(self, key: str) -> Iterator[None]:
-        """Delete the staging object however the upload ends (a failure to do so hides no other error)."""
+    def _discarded_unless_kept(self, key: str) -> Iterator[Callable[[bool], None]]:
+        """Delete the blob `key` when the upload fails, is interrupted, or turns out to be a duplicate."""
+        kept = [False]
+
+        def keep(decision: bool) -> None:
+            kept[0] = decision
+
         try:
-            yield
+            yield keep
         except BaseException:
-            with suppress(*boto_errors()):
+            with suppress(*boto_errors()):  # a failure to clean up must not hide why the upload failed
                 self.client.delete_object(Bucket=self.location.bucket, Key=key)
             raise
-        try:
-            self.client.delete_object(Bucket=self.location.bucket, Key=key)
-        except boto_errors() as exc:
-            raise translate(exc, f"delete the staging object {self.location.uri(key)}") from None
+        if not kept[0]:
+            try:
+                self.client.delete_object(Bucket=self.location.bucket, Key=key)
+            except boto_errors() as exc:
+                raise translate(exc, f"delete the duplicate {self.location.uri(key)}") from None
