@@ -133,18 +133,6 @@ def version_of(expected: int) -> Callable[[str], bool]:
     return check
 
 
-def what_if_cases(probe_version: int) -> list[Case]:
-    """`mreg show NAME:VERSION` with start-up changes simulated by bench/lookup_whatif.py (an experiment)."""
-    whatif = [sys.executable, str(REPO / "bench" / "lookup_whatif.py")]
-    show = ["--registry", f"s3://{BUCKET}/{PREFIX}", "show", f"{NAME}:{probe_version}", "--json"]
-    return [
-        Case(
-            f"what-if {changes}: mreg show {NAME}:{probe_version}", [*whatif, changes, *show], version_of(probe_version)
-        )
-        for changes in ("none", "spec", "botocore", "exit", "spec,botocore,exit")
-    ]
-
-
 def cases(versions: int, alias_version: int, probe_version: int) -> list[Case]:
     mreg = [str(BIN / "mreg"), "--registry", f"s3://{BUCKET}/{PREFIX}", "show"]
     key = f"{PREFIX}/models/{NAME}/versions/{probe_version:010d}.json"
@@ -238,7 +226,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--versions", type=int, default=10_000, help="versions in the registry (default 10000)")
     parser.add_argument("--runs", type=int, default=10, help="runs of each lookup (default 10)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 100 versions, 3 runs")
-    parser.add_argument("--what-if", action="store_true", help="also time bench/lookup_whatif.py's simulated changes")
     parser.add_argument("--json", type=Path, help="also write the raw measurements to this file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (server log)")
     args = parser.parse_args()
@@ -258,7 +245,6 @@ def main() -> None:
         populate(args.versions, alias_version)
         print(f"wrote {args.versions} versions in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         all_cases = cases(args.versions, alias_version, probe_version)
-        all_cases += what_if_cases(probe_version) if args.what_if else []
         timings = measure(all_cases, args.runs, server, env, workdir)
         breakdown = phases(f"{NAME}:{probe_version}", args.runs, env, workdir)
     print(report(all_cases, timings, args.versions, args.runs))
