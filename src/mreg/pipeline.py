@@ -185,7 +185,7 @@ def register(
             images=dict(built.images),
             packages=recorded_packages(built.environments["train"], built.environments["serve"]),
             python=built.environments["serve"].python,
-            spec_sha256=built.spec_sha256,
+            spec_sha256=spec.digest(),
             created_at=created_at,
             git=git,
             onnx=onnx,
@@ -252,11 +252,11 @@ def load_build_result(spec: Spec, path: Path | None = None) -> BuildResult:
         raise InvalidInputError(f"{path}: no build result; run `mreg build` first.") from None
     except (OSError, ValidationError) as exc:
         raise InvalidInputError(f"{path}: not a build result written by mreg build ({exc}).") from None
-    current = render(spec, load_lock(spec), buildkit=result.buildkit).digest()
-    if result.spec_sha256 != spec.digest() or result.context_sha256 != current:
+    # what the images are built from: a change to the stores' configuration does not call for a rebuild
+    if result.context_sha256 != render(spec, load_lock(spec), buildkit=result.buildkit).digest():
         raise InvalidInputError(
-            f"{path}: the images were built from another version of {spec.source} or of the files it copies; "
-            "run `mreg build` again."
+            f"{path}: the images were built from another version of {spec.source}, its lock or the files it "
+            "copies; run `mreg build` again."
         )
     absent = [stage for stage in STAGES if stage not in result.images or stage not in result.environments]
     if absent:

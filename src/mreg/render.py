@@ -108,6 +108,8 @@ def template_variables(spec: Spec, lock: Lock, *, buildkit: bool) -> dict[str, A
         "platform": spec.python.docker_platform,
         "buildkit": buildkit,
         "requirements": _requirement_files(lock),
+        # serve containers start often: their Python files are compiled at build time; train's are not
+        "compile_bytecode": ["base", "serve"],
         "index_secrets": [(secret, uv_variable) for secret, (_, uv_variable) in sorted(SECRETS.items())],
         "system_packages": {group: sorted(getattr(spec.system_packages, group)) for group in GROUPS},
         "commands": {stage: spec.stages_for(stage).command for stage in STAGES},

@@ -44,6 +44,29 @@ class S3Location:
         return f"s3://{self.bucket}/{key}"
 
 
+class S3Resource:
+    """Something kept under an S3 location, with a client made on first use (boto3's chain)."""
+
+    def __init__(self, location: S3Location, *, endpoint_url: str | None = None) -> None:
+        self.location = location
+        self.endpoint_url = endpoint_url
+        self._client: S3Client | None = None
+
+    @property
+    def client(self) -> S3Client:
+        if self._client is None:
+            self._client = make_client(self.endpoint_url)
+        return self._client
+
+
+def store_location(uri: str) -> S3Location:
+    """The location of a store's `s3://` URI; InvalidInputError naming the URI when it is not one."""
+    try:
+        return parse_s3_uri(uri)
+    except ValueError as exc:
+        raise InvalidInputError(f"{uri}: {exc}.") from None
+
+
 def parse_s3_uri(uri: str) -> S3Location:
     """Split and check `s3://bucket[/prefix]`; raise ValueError with the reason."""
     if not uri.startswith("s3://"):

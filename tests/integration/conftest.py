@@ -7,6 +7,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,13 @@ def bucket(s3_env: dict[str, str]) -> str:
     name = f"mreg-{uuid.uuid4().hex[:20]}"
     boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"]).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(params=["file", "s3"])
+def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a store test keeps its store: a local directory, then a prefix of a bucket on moto's S3 server.
+    Every store test runs against both backends."""
+    if request.param == "file":
+        return tmp_path.as_uri()
+    bucket: str = request.getfixturevalue("bucket")
+    return f"s3://{bucket}/team"

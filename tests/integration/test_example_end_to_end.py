@@ -17,7 +17,7 @@ import pytest
 import requests
 from packaging.utils import canonicalize_name
 
-from tests.support import copy_example, free_port, mreg, mreg_json, wait_http
+from tests.support import copy_example, mreg, mreg_json, serving
 
 pytestmark = pytest.mark.docker
 
@@ -134,28 +134,16 @@ def test_show_json_prints_exactly_what_register_printed(project: Path, record: d
 
 
 @pytest.fixture
-def serving(record: dict[str, Any]) -> Iterator[str]:
-    """The serve image answering on a free port, with the registered model mounted read-only."""
-    from testcontainers.core.container import DockerContainer
-
-    port = free_port()
-    model_path = record["model"]["uri"].removeprefix("file://")
-    container = (
-        DockerContainer(record["images"]["serve"]["image"])
-        .with_kwargs(network_mode="host")
-        .with_volume_mapping(model_path, "/models/model.joblib", "ro")
-        .with_env("MODEL_SHA256", record["model"]["sha256"])
-        .with_command(["uvicorn", "serve:app", "--host", "127.0.0.1", "--port", str(port)])
-    )
-    with container:
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
-        yield f"http://127.0.0.1:{port}"
+def served(record: dict[str, Any]) -> Iterator[str]:
+    """The serve image answering with the registered model."""
+    with serving(record, "/models/model.joblib") as url:
+        yield url
 
 
-def test_serve_image_predicts_with_the_registered_model(serving: str) -> None:
-    health = requests.get(f"{serving}/healthz", timeout=10).json()
+def test_serve_image_predicts_with_the_registered_model(served: str) -> None:
+    health = requests.get(f"{served}/healthz", timeout=10).json()
     assert health["sklearn"] == "1.3.2"
-    response = requests.post(f"{serving}/predict", json={"instances": list(SAMPLES.values())}, timeout=10)
+    response = requests.post(f"{served}/predict", json={"instances": list(SAMPLES.values())}, timeout=10)
     assert response.status_code == 200
     assert response.json()["classes"] == list(SAMPLES)
 

@@ -189,6 +189,36 @@ def test_a_signal_during_an_s3_upload_aborts_it(tmp_path: Path, bucket: str, sta
     assert mreg_json("register", "model.bin", cwd=project)["version"] == 1
 
 
+def test_a_signal_while_writing_the_record_leaves_no_record(
+    tmp_path: Path, bucket: str, moto_endpoint: str, start: Start
+) -> None:
+    """The model is stored; then the registry's server hangs, and mreg is stopped while it waits."""
+    port = int(moto_endpoint.rsplit(":", 1)[1])
+    with Proxy(port, stalled=True) as hanging:
+        project = s3_project(tmp_path / "project", bucket)
+        text = (project / "registry.toml").read_text()
+        registry_table = f'uri = "s3://{bucket}/registry"\n'
+        stalled_endpoint = f'endpoint_url = "http://127.0.0.1:{hanging.port}"\n'
+        (project / "registry.toml").write_text(text.replace(registry_table, registry_table + stalled_endpoint))
+        (project / "model.bin").write_bytes(b"a model")
+        process = start("register", "model.bin", cwd=project)
+        deadline = time.monotonic() + 60
+        while not [key for key in s3_keys_and_uploads(bucket)[0] if "/sha256/" in key]:
+            assert process.poll() is None
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)  # now waiting on the registry
+        elapsed, rest = interrupt(process, signal.SIGTERM)
+    assert process.returncode == 130
+    assert elapsed < 10
+    assert rest.strip().endswith("error: interrupted; nothing was recorded.")
+    keys, uploads = s3_keys_and_uploads(bucket)
+    assert not [key for key in keys if key.startswith("registry/")]
+    assert uploads == []
+    (project / "registry.toml").write_text(text)
+    assert mreg_json("register", "model.bin", cwd=project)["version"] == 1
+
+
 def test_a_short_s3_outage_is_retried(tmp_path: Path, bucket: str, moto_endpoint: str) -> None:
     port = int(moto_endpoint.rsplit(":", 1)[1])
     with Proxy(port, down_after_bytes=6 * 1024 * 1024) as proxy:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import REPO, free_port, mreg, mreg_json, wait_http
+from tests.support import REPO, mreg, mreg_json, serving
 from tests.support.onnx_models import identity_model
 
 pytestmark = pytest.mark.docker
@@ -55,26 +55,15 @@ def test_onnx_model_is_checked_and_its_opsets_recorded(project: Path, model: Pat
 
 
 @pytest.fixture
-def serving(project: Path, model: Path) -> Iterator[str]:
-    from testcontainers.core.container import DockerContainer
-
-    record = mreg_json("show", "iris-onnx", cwd=project)
-    port = free_port()
-    container = (
-        DockerContainer(record["images"]["serve"]["image"])
-        .with_kwargs(network_mode="host")
-        .with_volume_mapping(record["model"]["uri"].removeprefix("file://"), "/models/model.onnx", "ro")
-        .with_env("MODEL_SHA256", record["model"]["sha256"])
-        .with_command(["uvicorn", "serve:app", "--host", "127.0.0.1", "--port", str(port)])
-    )
-    with container:
-        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
-        yield f"http://127.0.0.1:{port}"
+def served(record: dict[str, Any]) -> Iterator[str]:
+    """The serve image answering with the registered model."""
+    with serving(record, "/models/model.onnx") as url:
+        yield url
 
 
-def test_serve_image_predicts_with_onnxruntime(serving: str) -> None:
+def test_serve_image_predicts_with_onnxruntime(served: str) -> None:
     instances = [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [6.7, 3.0, 5.2, 2.3]]
-    response = requests.post(f"{serving}/predict", json={"instances": instances}, timeout=10)
+    response = requests.post(f"{served}/predict", json={"instances": instances}, timeout=10)
     assert response.status_code == 200
     assert response.json()["classes"] == ["setosa", "versicolor", "virginica"]
 

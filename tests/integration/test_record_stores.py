@@ -44,12 +44,9 @@ def make_record(name: str = "iris-rf", version: int = 1, sha: str = "cd" * 32) -
     )
 
 
-@pytest.fixture(params=["file", "s3"])
-def store_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "file":
-        return (tmp_path / "registry").as_uri()
-    bucket: str = request.getfixturevalue("bucket")
-    return f"s3://{bucket}/team/registry"
+@pytest.fixture
+def store_uri(store_root: str) -> str:
+    return f"{store_root}/registry"
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,22 @@ def mreg_in_process(*args: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> t
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = run(list(args))
     return code, stdout.getvalue(), stderr.getvalue()
+
+
+@contextlib.contextmanager
+def serving(record: dict[str, Any], model_path_in_image: str) -> Iterator[str]:
+    """The record's serve image answering on a free port of 127.0.0.1, with its model mounted read-only
+    (from the local object store) and its SHA-256 to check; yields the base URL."""
+    from testcontainers.core.container import DockerContainer
+
+    port = free_port()
+    container = (
+        DockerContainer(record["images"]["serve"]["image"])
+        .with_kwargs(network_mode="host")
+        .with_volume_mapping(record["model"]["uri"].removeprefix("file://"), model_path_in_image, "ro")
+        .with_env("MODEL_SHA256", record["model"]["sha256"])
+        .with_command(["uvicorn", "serve:app", "--host", "127.0.0.1", "--port", str(port)])
+    )
+    with container:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        yield f"http://127.0.0.1:{port}"

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 
 class Proxy:
-    """Forwards 127.0.0.1:`port` to 127.0.0.1:`target`.
+    """Forwards 127.0.0.1:`port` to 127.0.0.1:`target` (or, `stalled`, accepts and never answers).
 
     `down()` closes every connection and stops listening: clients see resets and refused connections,
     exactly as if the server process had stopped. `up()` listens again on the same port. With
@@ -19,8 +19,17 @@ class Proxy:
     `on_down` is called (e.g. to schedule `up()`).
     """
 
-    def __init__(self, target: int, *, down_after_bytes: int | None = None, on_down: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        target: int,
+        *,
+        down_after_bytes: int | None = None,
+        on_down: Callable[[], None] | None = None,
+        stalled: bool = False,
+    ):
         self.target = target
+        self.stalled = stalled
+        """Accept connections but forward nothing: a server that hangs."""
         self.down_after_bytes = down_after_bytes
         self.on_down = on_down
         self.forwarded = 0
@@ -67,6 +76,10 @@ class Proxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self.stalled:
+                with self._lock:
+                    self._connections.append(client)
+                continue
             try:
                 server = socket.create_connection(("127.0.0.1", self.target))
             except OSError:

@@ -330,12 +330,9 @@ def open_record_store(uri: str, root: Path, *, endpoint_url: str | None = None) 
     """The record store behind `uri` (`file://PATH`, relative to `root`, or `s3://bucket/prefix`)."""
     if uri.startswith("s3://"):
         from mreg.records.s3 import S3RecordStore
-        from mreg.s3 import parse_s3_uri
+        from mreg.s3 import store_location
 
-        try:
-            return S3RecordStore(parse_s3_uri(uri), endpoint_url=endpoint_url)
-        except ValueError as exc:
-            raise InvalidInputError(f"{uri}: {exc}.") from None
+        return S3RecordStore(store_location(uri), endpoint_url=endpoint_url)
     from mreg.records.file import FileRecordStore
     from mreg.storage import local_root
 

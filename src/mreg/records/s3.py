@@ -6,32 +6,21 @@ Each alias is one document, `<prefix>/models/<name>/aliases/<alias>.json`, repla
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mreg.records import RecordStore
-from mreg.s3 import S3Location, boto_errors, error_code, make_client, translate
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+from mreg.s3 import S3Location, S3Resource, boto_errors, error_code, translate
 
 _ABSENT = {"404", "NoSuchKey", "NotFound"}
 _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
-class S3RecordStore(RecordStore):
+class S3RecordStore(RecordStore, S3Resource):
     """Records in any S3-compatible object store."""
 
     def __init__(self, location: S3Location, *, endpoint_url: str | None = None) -> None:
-        self.location = location
+        S3Resource.__init__(self, location, endpoint_url=endpoint_url)
         self.where = location.uri(location.prefix).rstrip("/")
-        self.endpoint_url = endpoint_url
-        self._client: S3Client | None = None
-
-    @property
-    def client(self) -> S3Client:
-        if self._client is None:
-            self._client = make_client(self.endpoint_url)
-        return self._client
 
     def models(self) -> list[str]:
         prefix = self.location.key("models", "")

@@ -60,13 +60,10 @@ def hash_stream(source: BinaryIO, sink: BinaryIO | None = None, on_progress: Pro
 def open_object_store(uri: str, root: Path, *, endpoint_url: str | None = None) -> ObjectStore:
     """The object store behind `uri` (`file://PATH`, relative to `root`, or `s3://bucket/prefix`)."""
     if uri.startswith("s3://"):
-        from mreg.s3 import parse_s3_uri
+        from mreg.s3 import store_location
         from mreg.storage.s3 import S3ObjectStore
 
-        try:
-            return S3ObjectStore(parse_s3_uri(uri), endpoint_url=endpoint_url)
-        except ValueError as exc:
-            raise InvalidInputError(f"{uri}: {exc}.") from None
+        return S3ObjectStore(store_location(uri), endpoint_url=endpoint_url)
     from mreg.storage.file import FileObjectStore
 
     return FileObjectStore(local_root(uri, root))

@@ -26,15 +26,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from mreg.errors import IntegrityError, InvalidInputError, StorageError
 from mreg.fileio import incoming
-from mreg.s3 import ABORT_BACKOFF, S3Location, boto_errors, error_code, make_client, object_location, translate
+from mreg.s3 import ABORT_BACKOFF, S3Resource, boto_errors, error_code, object_location, translate
 from mreg.storage import Progress, StoredObject, hash_stream
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000
@@ -52,22 +49,11 @@ def composite_checksum(part_checksums: list[str]) -> str:
     return f"{_b64(hashlib.sha256(joined).digest())}-{len(part_checksums)}"
 
 
-class S3ObjectStore:
+class S3ObjectStore(S3Resource):
     """Model binaries in `s3://bucket/prefix/blobs/`, found through `s3://bucket/prefix/sha256/<hex>`."""
 
     part_size = 8 * MiB
     concurrency = 8
-
-    def __init__(self, location: S3Location, *, endpoint_url: str | None = None) -> None:
-        self.location = location
-        self.endpoint_url = endpoint_url
-        self._client: S3Client | None = None
-
-    @property
-    def client(self) -> S3Client:
-        if self._client is None:
-            self._client = make_client(self.endpoint_url)
-        return self._client
 
     def put_file(self, path: Path, *, on_progress: Progress | None = None) -> StoredObject:
         try:

@@ -31,7 +31,7 @@ RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=secret,id=mreg-index-url,required=false \
     if [ -f /run/secrets/mreg-extra-index-url ]; then export UV_EXTRA_INDEX_URL="$(cat /run/secrets/mreg-extra-index-url)"; fi; \
     if [ -f /run/secrets/mreg-index-url ]; then export UV_INDEX_URL="$(cat /run/secrets/mreg-index-url)"; fi; \
-    uv pip sync --require-hashes --compile-bytecode --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
+    uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 LABEL "io.mreg.model"="evil" \
       "io.mreg.packages"="[\"numpy==1.26.4\", \"pandas==2.1.4\"]" \
       "io.mreg.python"="3.11" \
