@@ -20,5 +20,10 @@ lint: $(BIN)/mreg
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+bench: $(BIN)/mreg  ## the benchmarks (about 20 minutes; an idle machine gives the steadiest figures)
+	$(BIN)/python bench/builds.py
+	$(BIN)/python bench/s3_upload.py
+	$(BIN)/python bench/lookups.py
+
 clean:
 	rm -rf $(VENV) .mreg out .mypy_cache .pytest_cache .ruff_cache
