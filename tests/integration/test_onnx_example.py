@@ -45,8 +45,13 @@ def model(project: Path, built: dict[str, Any]) -> Path:
     return out / "model.onnx"
 
 
-def test_onnx_model_is_checked_and_its_opsets_recorded(project: Path, model: Path) -> None:
-    record = mreg_json("register", str(model), cwd=project)
+@pytest.fixture(scope="module")
+def record(project: Path, model: Path) -> dict[str, Any]:
+    registered: dict[str, Any] = mreg_json("register", str(model), cwd=project)
+    return registered
+
+
+def test_onnx_model_is_checked_and_its_opsets_recorded(record: dict[str, Any]) -> None:
     assert record["onnx"]["opsets"]["ai.onnx"] == 17
     assert record["onnx"]["ir_version"] == 8
     assert record["onnx"]["producer"] == "skl2onnx 1.16.0"
