@@ -92,11 +92,13 @@ def _registry(ctx: click.Context) -> Registry:
 @click.pass_context
 def render(ctx: click.Context, output: Path | None, context_dir: Path | None, classic: bool) -> None:
     """Render the multi-stage Dockerfile (base -> train, base -> serve)."""
+    from mreg.indexes import PackageIndexes
     from mreg.lock import load_lock
     from mreg.render import render as render_context
 
     spec = _spec(ctx)
-    context = render_context(spec, load_lock(spec), buildkit=not classic)
+    secrets = PackageIndexes.from_environment().urls.keys()
+    context = render_context(spec, load_lock(spec), buildkit=not classic, index_secrets=secrets)
     if context_dir is not None:
         context.write(context_dir)
         _say(f"wrote the build context to {context_dir}")

@@ -39,6 +39,7 @@ class BuildResult(BaseModel):
     spec_sha256: str
     context_sha256: str
     buildkit: bool
+    index_secrets: tuple[str, ...] = ()  # the private-index secrets the Dockerfile mounted
     images: dict[Stage, ImageRecord]
     environments: dict[Stage, ImageEnvironment]
 
@@ -68,7 +69,7 @@ def build(
         raise InvalidInputError(f'{spec.source}: --push needs images.repository (e.g. "registry:5000/team/model").')
     indexes = PackageIndexes.from_environment()
     lock = ensure_lock(spec, relock=relock, indexes=indexes)
-    context = render(spec, lock, buildkit=engine.buildkit)
+    context = render(spec, lock, buildkit=engine.buildkit, index_secrets=indexes.urls.keys())
     saved = _saved_result(spec)
     repository = spec.images.repository or f"mreg/{spec.model.name}"
     refs: dict[Stage, str] = {stage: f"{repository}:{context.tag(stage)}" for stage in targets}
@@ -101,6 +102,7 @@ def build(
         spec_sha256=spec.digest(),
         context_sha256=context.digest(),
         buildkit=engine.buildkit,
+        index_secrets=tuple(sorted(indexes.urls)),
         images={stage: _image_record(image) for stage, image in images.items()},
         environments=environments,
     )
@@ -253,7 +255,8 @@ def load_build_result(spec: Spec, path: Path | None = None) -> BuildResult:
     except (OSError, ValidationError) as exc:
         raise InvalidInputError(f"{path}: not a build result written by mreg build ({exc}).") from None
     # what the images are built from: a change to the stores' configuration does not call for a rebuild
-    if result.context_sha256 != render(spec, load_lock(spec), buildkit=result.buildkit).digest():
+    context = render(spec, load_lock(spec), buildkit=result.buildkit, index_secrets=result.index_secrets)
+    if result.context_sha256 != context.digest():
         raise InvalidInputError(
             f"{path}: the images were built from another version of {spec.source}, its lock or the files it "
             "copies; run `mreg build` again."

@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
@@ -74,8 +75,13 @@ class BuildContext:
         return entries
 
 
-def render(spec: Spec, lock: Lock, *, buildkit: bool = True) -> BuildContext:
-    """Render the spec's Dockerfile (BuildKit features on or off) and collect the files it copies."""
+def render(spec: Spec, lock: Lock, *, buildkit: bool = True, index_secrets: Collection[str] = ()) -> BuildContext:
+    """Render the spec's Dockerfile (BuildKit features on or off) and collect the files it copies.
+
+    `index_secrets` are the ids of the private-index secrets this build has (see `mreg.indexes`); only
+    those are mounted. A secret mount costs BuildKit a second or more before the step runs, even when the
+    secret is absent, so builds without a private index mount none.
+    """
     generated = {f"requirements/{name}.txt": lock.requirements(name) for name in SETS if lock.requirements(name)}
     files: dict[str, Path] = {}
     copies: dict[str, list[tuple[str, str]]] = {}
@@ -87,7 +93,7 @@ def render(spec: Spec, lock: Lock, *, buildkit: bool = True) -> BuildContext:
             context_path = f"stages/{stage}/{name}"
             files.update(_collect(source, context_path))
             copies[stage].append((context_path, f"{APP_DIR}/{name}"))
-    variables = template_variables(spec, lock, buildkit=buildkit)
+    variables = template_variables(spec, lock, buildkit=buildkit, index_secrets=index_secrets)
     variables["files"] = copies
     template_dir = spec.resolve_path(spec.render.template_dir) if spec.render.template_dir else None
     try:
@@ -98,7 +104,9 @@ def render(spec: Spec, lock: Lock, *, buildkit: bool = True) -> BuildContext:
     return BuildContext(dockerfile=_tidy(text), files=files, generated=generated)
 
 
-def template_variables(spec: Spec, lock: Lock, *, buildkit: bool) -> dict[str, Any]:
+def template_variables(
+    spec: Spec, lock: Lock, *, buildkit: bool, index_secrets: Collection[str] = ()
+) -> dict[str, Any]:
     """What a template receives (documented in the README). Lists are sorted for stable output."""
     return {
         "model_name": spec.model.name,
@@ -110,7 +118,9 @@ def template_variables(spec: Spec, lock: Lock, *, buildkit: bool) -> dict[str, A
         "requirements": _requirement_files(lock),
         # serve containers start often: their Python files are compiled at build time; train's are not
         "compile_bytecode": ["base", "serve"],
-        "index_secrets": [(secret, uv_variable) for secret, (_, uv_variable) in sorted(SECRETS.items())],
+        "index_secrets": [
+            (secret, uv_variable) for secret, (_, uv_variable) in sorted(SECRETS.items()) if secret in index_secrets
+        ],
         "system_packages": {group: sorted(getattr(spec.system_packages, group)) for group in GROUPS},
         "commands": {stage: spec.stages_for(stage).command for stage in STAGES},
         "stage_labels": {stage: sorted(stage_labels(spec, lock, stage).items()) for stage in ("train", "serve")},

@@ -99,6 +99,25 @@ def test_stages_and_instruction_order() -> None:
     assert instructions(serve)[-1] == "LABEL"
 
 
+def test_only_the_configured_index_secrets_are_mounted() -> None:
+    spec = load_spec(REPO / "registry.toml")
+    without = render(spec, load_lock(spec))
+    assert "type=secret" not in without.dockerfile
+    assert "/run/secrets" not in without.dockerfile
+    extra = render(spec, load_lock(spec), index_secrets={"mreg-extra-index-url"}).dockerfile
+    installs = [c.original for c in dockerfile.parse_string(extra) if "uv pip sync" in c.original]
+    assert len(installs) == 3
+    for install in installs:
+        assert "--mount=type=secret,id=mreg-extra-index-url,required=false" in install
+        assert 'export UV_EXTRA_INDEX_URL="$(cat /run/secrets/mreg-extra-index-url)"' in install
+        assert "mreg-index-url" not in install
+    assert extra.count("type=secret") == 3  # the install steps only
+    both = render(spec, load_lock(spec), index_secrets={"mreg-index-url", "mreg-extra-index-url"})
+    assert both.dockerfile.count("type=secret") == 6
+    one = render(spec, load_lock(spec), index_secrets={"mreg-extra-index-url"})
+    assert len({without.tag("serve"), one.tag("serve"), both.tag("serve")}) == 3
+
+
 def test_same_spec_same_bytes_whatever_the_order(tmp_path: Path) -> None:
     a = spec_from(tmp_path, '[model]\nname = "m"\n[packages]\nshared = ["b==1", "a==2"]\n')
     first = render_unlocked(a)

@@ -16,10 +16,6 @@ RUN python3 -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v 
 RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     --mount=type=bind,source=requirements/base.txt,target=/tmp/mreg-requirements.txt \
-    --mount=type=secret,id=mreg-extra-index-url,required=false \
-    --mount=type=secret,id=mreg-index-url,required=false \
-    if [ -f /run/secrets/mreg-extra-index-url ]; then export UV_EXTRA_INDEX_URL="$(cat /run/secrets/mreg-extra-index-url)"; fi; \
-    if [ -f /run/secrets/mreg-index-url ]; then export UV_INDEX_URL="$(cat /run/secrets/mreg-index-url)"; fi; \
     uv pip sync --require-hashes --compile-bytecode --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 WORKDIR /app
 
@@ -27,10 +23,6 @@ FROM base AS train
 RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     --mount=type=bind,source=requirements/train.txt,target=/tmp/mreg-requirements.txt \
-    --mount=type=secret,id=mreg-extra-index-url,required=false \
-    --mount=type=secret,id=mreg-index-url,required=false \
-    if [ -f /run/secrets/mreg-extra-index-url ]; then export UV_EXTRA_INDEX_URL="$(cat /run/secrets/mreg-extra-index-url)"; fi; \
-    if [ -f /run/secrets/mreg-index-url ]; then export UV_INDEX_URL="$(cat /run/secrets/mreg-index-url)"; fi; \
     uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 LABEL "io.mreg.model"="evil" \
       "io.mreg.packages"="[\"numpy==1.26.4\", \"pandas==2.1.4\"]" \
@@ -50,10 +42,6 @@ RUN --mount=type=cache,id=mreg-apt-cache,target=/var/cache/apt,sharing=locked \
 RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     --mount=type=bind,source=requirements/serve.txt,target=/tmp/mreg-requirements.txt \
-    --mount=type=secret,id=mreg-extra-index-url,required=false \
-    --mount=type=secret,id=mreg-index-url,required=false \
-    if [ -f /run/secrets/mreg-extra-index-url ]; then export UV_EXTRA_INDEX_URL="$(cat /run/secrets/mreg-extra-index-url)"; fi; \
-    if [ -f /run/secrets/mreg-index-url ]; then export UV_INDEX_URL="$(cat /run/secrets/mreg-index-url)"; fi; \
     uv pip sync --require-hashes --compile-bytecode --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 CMD ["sh", "-c", "echo \"$HOME\" && exit 0"]
 LABEL "io.mreg.model"="evil" \
