@@ -15,6 +15,7 @@ import tempfile
 import tomllib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -162,7 +163,12 @@ def _resolve(spec: Spec, indexes: PackageIndexes) -> Lock:
         def resolve_set(name: SetName) -> str:
             requirements = [r for group in _SET_GROUPS[name] for r in inputs[group]]
             constraints = None if name == "tools" else union_file
-            result = _compile(spec, work, name, requirements, constraints=constraints, indexes=indexes)
+            # the joint resolution has just fetched every index page these need: uv's cache answers offline,
+            # and the network is only asked when it cannot (no cache, or an index that forbids caching)
+            compile_set = partial(_compile, spec, work, name, requirements, constraints=constraints, indexes=indexes)
+            result = compile_set(offline=True)
+            if result.returncode != 0:
+                result = compile_set(offline=False)
             if result.returncode != 0:
                 raise LockError(f"uv could not resolve the {name} set under the joint pins:\n{result.stderr.strip()}")
             return result.stdout
@@ -218,9 +224,10 @@ def _compile(
     constraints: Path | None,
     indexes: PackageIndexes,
     output: Path | None = None,
+    offline: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """`uv pip compile` of `requirements`; with `output`, uv reads that file's pins as preferences, writes
-    the result there, and the result is also returned as stdout."""
+    the result there, and the result is also returned as stdout. `offline` answers from uv's cache only."""
     if not requirements:
         return subprocess.CompletedProcess([], 0, "", "")
     source = work / f"{name}.in"
@@ -231,6 +238,8 @@ def _compile(
         argv += ["--constraint", str(constraints)]
     if output is not None:
         argv += ["--output-file", str(output)]
+    if offline:
+        argv.append("--offline")
     try:
         environment = {**os.environ, **indexes.uv_environment()}
         result = subprocess.run(argv, capture_output=True, text=True, check=False, env=environment)

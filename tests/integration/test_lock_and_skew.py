@@ -83,6 +83,14 @@ def test_a_stale_lock_is_refused_and_build_lock_relocks(capped: Path, tmp_path: 
     mreg("lock", "--check", cwd=project)
 
 
+def test_the_set_resolutions_fall_back_to_the_network_without_a_cache(capped: Path, tmp_path: Path) -> None:
+    # each image's set is first resolved from uv's cache (offline); with caching off that fails, and the
+    # resolution must be asked again online and give the same lock
+    (tmp_path / "registry.toml").write_text(CAPPED)
+    mreg("lock", cwd=tmp_path, env={"UV_NO_CACHE": "1"})
+    assert (tmp_path / "registry.lock").read_text() == (capped / "registry.lock").read_text()
+
+
 def test_an_impossible_spec_fails_the_lock_naming_the_distribution_and_groups(tmp_path: Path) -> None:
     (tmp_path / "registry.toml").write_text(CAPPED.replace("[packages]", '[packages]\ntrain = ["urllib3>=2"]'))
     result = mreg("lock", cwd=tmp_path, check=False)
