@@ -97,6 +97,8 @@ def make_client(endpoint_url: str | None = None) -> S3Client:
     import botocore.session
     from botocore.config import Config
 
+    from mreg.s3_loader import service_loader
+
     retries: Any = {
         "mode": os.environ.get("AWS_RETRY_MODE", "standard"),
         "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", MAX_ATTEMPTS)),
@@ -108,7 +110,9 @@ def make_client(endpoint_url: str | None = None) -> S3Client:
         read_timeout=60,
         tcp_keepalive=True,
     )
-    client = botocore.session.get_session().create_client("s3", endpoint_url=endpoint_url, config=config)
+    session = botocore.session.get_session()
+    session.register_component("data_loader", service_loader(session.get_config_variable("data_path")))
+    client = session.create_client("s3", endpoint_url=endpoint_url, config=config)
     return cast("S3Client", client)
 
 
