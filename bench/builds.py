@@ -52,6 +52,10 @@ from typing import Any
 
 import tomli_w
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `bench` importable
+
+from bench.common import compile_mreg
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 MODEL = "bench-iris"
@@ -1000,6 +1004,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (BIN / "mreg").exists():
         print(f"error: no mreg next to {sys.executable}; run with the project's .venv/bin/python", file=sys.stderr)
         return 2
+    compile_mreg()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)

@@ -35,6 +35,7 @@ from bench.common import (
     MotoServer,
     Stats,
     checked,
+    compile_mreg,
     machine,
     moto_server,
     run_measured,
@@ -236,6 +237,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    compile_mreg()
     alias_version, probe_version = args.versions // 2 + 1, max(1, args.versions // 3)
     with work_directory(args.keep) as workdir, moto_server(workdir) as server:
         env = s3_env(server.endpoint, workdir)

@@ -31,6 +31,7 @@ from bench.common import (
     MotoServer,
     Stats,
     checked,
+    compile_mreg,
     machine,
     moto_server,
     run_measured,
@@ -234,6 +235,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    compile_mreg()
     uploaders = {"mreg": Runs("mreg"), "awscli": Runs("awscli")}
     with work_directory(args.keep) as workdir, moto_server(workdir) as server:
         env = s3_env(server.endpoint, workdir)
