@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -10,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from mreg.engine import BuiltImage, LineSink, Redactor
+from mreg.engine.process import capture
 from mreg.errors import EngineError
 from mreg.refs import SHA256_DIGEST_RE, parse_reference
 
@@ -23,16 +26,42 @@ def _tar_of(source: Path, name: str) -> IO[bytes]:
     return archive
 
 
+def _context_endpoint() -> dict[str, Any]:
+    """The client arguments for the Docker context the docker CLI would use (DOCKER_CONTEXT, else its
+    configuration's current one), read from the CLI itself: the docker SDK looks for contexts only next to
+    a config.json. None when DOCKER_HOST is set (it wins, as for the CLI) or without a docker CLI."""
+    if os.environ.get("DOCKER_HOST") or shutil.which("docker") is None:
+        return {}
+    output = capture(["docker", "context", "inspect"], what="docker context inspect")
+    try:
+        context = json.loads(output)[0]
+        endpoint = context["Endpoints"]["docker"]
+        arguments: dict[str, Any] = {"base_url": endpoint["Host"]}
+        tls_path = Path(context["Storage"]["TLSPath"], "docker")
+    except (ValueError, LookupError, TypeError) as exc:
+        raise EngineError(f"docker context inspect: unexpected output ({exc!r}).") from None
+    if tls_path.is_dir():  # a context made with --docker "host=tcp://...,ca=...,cert=...,key=..."
+        from docker.tls import TLSConfig
+
+        ca, cert, key = (tls_path / f"{name}.pem" for name in ("ca", "cert", "key"))
+        arguments["tls"] = TLSConfig(
+            client_cert=(str(cert), str(key)) if cert.is_file() and key.is_file() else None,
+            ca_cert=str(ca) if ca.is_file() else None,
+            verify=not endpoint.get("SkipTLSVerify", False),
+        )
+    return arguments
+
+
 def _client() -> Any:
-    """A client for DOCKER_HOST, else for the current Docker context, else the default socket."""
+    """A client for DOCKER_HOST, else for the Docker context the docker CLI would use, else the default
+    socket."""
     import docker
     from docker.errors import DockerException
 
     try:
-        if not os.environ.get("DOCKER_HOST"):
-            context = docker.ContextAPI.get_current_context()
-            if context is not None and context.Host:
-                return docker.DockerClient(base_url=context.Host, tls=context.TLSConfig)
+        endpoint = _context_endpoint()
+        if endpoint:
+            return docker.DockerClient(**endpoint)
         return docker.from_env()
     except DockerException as exc:
         raise EngineError(f"cannot reach the Docker engine: {exc}") from None
