@@ -45,6 +45,15 @@ def parse_reference(text: str) -> ImageReference:
     return ImageReference(match["name"], match["tag"], match["digest"])
 
 
+def registry_host(reference: str) -> str:
+    """The registry a reference points to: its first component when that is a host (it holds a dot or a
+    port, or is localhost), else Docker Hub."""
+    first, slash, _ = reference.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
 def parse_repository(text: str) -> str:
     """Validate a repository name (no tag, no digest); raise ValueError with the reason."""
     if NAME_RE.fullmatch(text) is None:

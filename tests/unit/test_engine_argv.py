@@ -1,10 +1,15 @@
-"""The docker command lines are pure functions of their arguments: no shell, every value one argument."""
+"""The docker command lines are pure functions of their arguments: no shell, every value one argument; and
+what the engines add to a registry's refusal."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from mreg.engine import with_login_hint
 from mreg.engine.buildx import bake_argv, bake_definition, build_argv
+from mreg.refs import registry_host
 
 
 def test_build_argv_is_a_plain_argument_list() -> None:
@@ -35,3 +40,29 @@ def test_one_bake_builds_both_targets_from_one_context() -> None:
     assert bake_argv(Path("/tmp/compose.yaml"), ["train", "serve"], builder=None) == [
         "docker", "buildx", "bake", "--progress=plain", "--load", "--file", "/tmp/compose.yaml", "--", "train", "serve",
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("ref", "host"),
+    [
+        ("127.0.0.1:5000/team/model:train-1", "127.0.0.1:5000"),
+        ("registry.example.com/ml/iris", "registry.example.com"),
+        ("localhost/iris:serve", "localhost"),
+        ("team/model:train", "docker.io"),
+        ("python:3.11-slim", "docker.io"),
+    ],
+)
+def test_registry_host(ref: str, host: str) -> None:
+    assert registry_host(ref) == host
+
+
+def test_a_refused_login_says_how_to_log_in() -> None:
+    ref = "127.0.0.1:5000/m:serve-1"
+    for refusal in ("unauthorized: authentication required", "no basic auth credentials", "pull access denied"):
+        message = with_login_hint(ref, f"cannot read {ref} from its registry: {refusal}")
+        assert message.endswith(
+            "mreg uses Docker's credential store: log in with `docker login 127.0.0.1:5000` (or a credential "
+            "helper) with an account that may push there."
+        )
+    other = "cannot read x: connection refused; permission denied while trying to connect to the Docker daemon"
+    assert with_login_hint(ref, other) == other

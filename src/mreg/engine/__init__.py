@@ -7,6 +7,7 @@ The engine never sees the spec: it builds a context directory into the reference
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,11 +15,27 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from mreg.errors import EngineError
+from mreg.refs import registry_host
 
 EngineName = Literal["auto", "buildx", "docker"]
 LineSink = Callable[[str], None]
 Redactor = Callable[[str], str]
 """Masks secret values in a line of output."""
+
+
+_REFUSED_RE = re.compile(
+    r"unauthorized|authentication required|no basic auth credentials|access denied|requested access", re.IGNORECASE
+)
+
+
+def with_login_hint(ref: str, message: str) -> str:
+    """`message`, plus what to do when `ref`'s registry refused the credentials (or got none)."""
+    if not _REFUSED_RE.search(message):
+        return message
+    return (
+        f"{message}\nmreg uses Docker's credential store: log in with `docker login {registry_host(ref)}` "
+        "(or a credential helper) with an account that may push there."
+    )
 
 
 @dataclass(frozen=True)

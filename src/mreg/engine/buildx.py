@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mreg.engine import BuiltImage, LineSink, Redactor
+from mreg.engine import BuiltImage, LineSink, Redactor, with_login_hint
 from mreg.engine.process import capture, error_text, run, stream
 from mreg.errors import EngineError
 from mreg.refs import SHA256_DIGEST_RE
@@ -106,7 +106,7 @@ class BuildxEngine:
         if result.returncode != 0:
             if result.stderr.rstrip().endswith("not found"):
                 return None
-            raise EngineError(f"cannot read {ref} from its registry: {error_text(result)}")
+            raise EngineError(with_login_hint(ref, f"cannot read {ref} from its registry: {error_text(result)}"))
         return _digest(json.loads(result.stdout).get("digest"), ref)
 
     def build(
@@ -146,7 +146,10 @@ class BuildxEngine:
         return built
 
     def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:
-        stream(["docker", "push", "--", ref], on_line=on_line, what=f"docker push {ref}")
+        try:
+            stream(["docker", "push", "--", ref], on_line=on_line, what=f"docker push {ref}")
+        except EngineError as exc:
+            raise EngineError(with_login_hint(ref, str(exc))) from None
         digest = self.registry_digest(ref)
         if digest is None:
             raise EngineError(f"pushed {ref}, but its registry does not know the tag.")

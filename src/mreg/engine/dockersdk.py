@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from mreg.engine import BuiltImage, LineSink, Redactor
+from mreg.engine import BuiltImage, LineSink, Redactor, with_login_hint
 from mreg.engine.process import capture
 from mreg.errors import EngineError
 from mreg.refs import SHA256_DIGEST_RE, parse_reference
@@ -99,7 +99,7 @@ class DockerSdkEngine:
         except self._api_error as exc:
             if "manifest unknown" in str(exc) or "not found" in str(exc):
                 return None
-            raise EngineError(f"cannot read {ref} from its registry: {exc}") from None
+            raise EngineError(with_login_hint(ref, f"cannot read {ref} from its registry: {exc}")) from None
         if not SHA256_DIGEST_RE.fullmatch(str(digest)):
             raise EngineError(f"the registry returned no valid sha256 digest for {ref}: {digest!r}")
         return str(digest)
@@ -134,7 +134,10 @@ class DockerSdkEngine:
     def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:
         parsed = parse_reference(ref)
         chunks = self._client.api.push(parsed.name, tag=parsed.tag, stream=True, decode=True)
-        self._follow(chunks, on_line, what=f"push of {ref}")
+        try:
+            self._follow(chunks, on_line, what=f"push of {ref}")
+        except EngineError as exc:
+            raise EngineError(with_login_hint(ref, str(exc))) from None
         digest = self.registry_digest(ref)
         if digest is None:
             raise EngineError(f"pushed {ref}, but its registry does not know the tag.")
