@@ -54,10 +54,8 @@ import tomli_w
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `bench` importable
 
-from bench.common import compile_mreg
+from bench.common import BIN, REPO, compile_mreg
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 MODEL = "bench-iris"
 MREG_LOCAL_REPOSITORY = f"mreg/{MODEL}"
 MODEL_LABEL = f"io.mreg.model={MODEL}"  # on every image mreg (or buildx on its rendered context) builds here
@@ -436,7 +434,7 @@ def total(counts: Mapping[str, Mapping[str, int]], kind: str) -> int:
 
 def spec_document(*, serve_extra: bool = False, repository: str | None = None) -> dict[str, Any]:
     """The bundled example's spec with the model renamed (and the serve package or repository when asked)."""
-    document = tomllib.loads((ROOT / "registry.toml").read_text())
+    document = tomllib.loads((REPO / "registry.toml").read_text())
     document["model"]["name"] = MODEL
     if serve_extra:
         document["packages"]["serve"] = [*document["packages"]["serve"], SERVE_EXTRA]
@@ -500,14 +498,14 @@ class Project:
     def create(cls, resources: Resources) -> Project:
         directory = Path(tempfile.mkdtemp(prefix="mreg-bench-builds-"))
         resources.directories.append(directory)
-        project = cls(directory, (ROOT / "registry.lock").read_text())
+        project = cls(directory, (REPO / "registry.lock").read_text())
         document = spec_document()
         for relative in (p for stage in TARGETS for p in document["stages"][stage]["copy"]):
             target = directory / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / relative, target)
+            shutil.copy2(REPO / relative, target)
             project.naive.mkdir(exist_ok=True)
-            shutil.copy2(ROOT / relative, project.naive / Path(relative).name)
+            shutil.copy2(REPO / relative, project.naive / Path(relative).name)
         project.write()
         return project
 
@@ -695,8 +693,8 @@ def machine(run: Runner) -> dict[str, Any]:
 
 def source_state(run: Runner) -> str:
     """The commit of the tree mreg runs from, and whether src/ differs from it (read-only git commands)."""
-    commit = run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], name="git", check=False).stdout.strip()
-    changed = run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"], name="git", check=False).stdout
+    commit = run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], name="git", check=False).stdout.strip()
+    changed = run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"], name="git", check=False).stdout
     count = len(changed.splitlines())
     return f"{commit or 'unknown'}" + (f" + {count} changed file(s) under src/" if count else " (src/ clean)")
 

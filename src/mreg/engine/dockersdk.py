@@ -29,7 +29,7 @@ def _tar_of(source: Path, name: str) -> IO[bytes]:
 def _context_endpoint() -> dict[str, Any]:
     """The client arguments for the Docker context the docker CLI would use (DOCKER_CONTEXT, else its
     configuration's current one), read from the CLI itself: the docker SDK looks for contexts only next to
-    a config.json. None when DOCKER_HOST is set (it wins, as for the CLI) or without a docker CLI."""
+    a config.json. Empty when DOCKER_HOST is set (it wins, as for the CLI) or without a docker CLI."""
     if os.environ.get("DOCKER_HOST") or shutil.which("docker") is None:
         return {}
     output = capture(["docker", "context", "inspect"], what="docker context inspect")
