@@ -84,6 +84,7 @@ BAKE_STATUS_RE = re.compile(r"^#(?P<id>\d+) (?P<status>CACHED|DONE|ERROR)\b(?: (
 CLASSIC_STEP_RE = re.compile(r"^Step \d+/\d+ : (?P<what>.*)$")
 CLASSIC_FROM_RE = re.compile(r"^FROM \S+ AS (?P<stage>\S+)$", re.IGNORECASE)
 PUSHED_RE = re.compile(r"^[0-9a-f]{12}: Pushed$")
+GUARD_RE = re.compile(r"distributions installed in")  # listed by the build, or then in a container
 
 
 class Interrupted(Exception):
@@ -571,8 +572,8 @@ def declare_rows(results: Results) -> None:
         ("serve_total", "3 serve-only change", "lock + build", "s", "naive classic x2", 0.3),
         ("serve_build", "3 serve-only change", "build phase only", "s", "naive classic x2", 0.3),
         ("serve_lock", "3 serve-only change", "lock phase (mreg build --lock)", "s", "naive classic x2", None),
-        ("serve_bake", "3 serve-only change", "bake phase (first bake line to guard)", "s", "naive classic x2", None),
-        ("serve_guard", "3 serve-only change", "skew-guard phase (both images listed)", "s", "naive classic x2", None),
+        ("serve_bake", "3 serve-only change", "bake phase (to the inventories read)", "s", "naive classic x2", None),
+        ("serve_guard", "3 serve-only change", "after the bake (skew guard, result)", "s", "naive classic x2", None),
         ("steps_base", "3 serve-only change", "steps run: base (target 0)", "n", "naive: base", None),
         ("steps_uv", "3 serve-only change", "steps run: uv", "n", "naive: (no uv)", None),
         ("steps_train", "3 serve-only change", "steps run: train (target 0)", "n", "naive: train", None),
@@ -804,7 +805,7 @@ class Bench:
             "imports", self.import_seconds(images["serve"]), self.import_seconds(f"{NAIVE_REPOSITORY}:serve")
         )
         self.results.runs[-1]["cold_mreg_step_seconds"] = bake_durations(line for _, line in built.lines)
-        guard = built.first(re.compile(r"listing the distributions installed in"))
+        guard = built.first(GUARD_RE)
         self.results.runs[-1]["cold_mreg_guard_seconds"] = round(built.seconds - guard, 2) if guard else None
         self.say(f"  mreg {built.seconds:.1f}s ({steps}), naive {naive_seconds:.1f}s")
 
@@ -849,7 +850,7 @@ class Bench:
                 self.results.notes.append(f"run {index}: relocking changed the base/train pins (not only serve)")
             steps = bake_steps(line for _, line in built.lines)
             bake_started = built.first(re.compile(r"^#\d+ "))
-            guard_started = built.first(re.compile(r"listing the distributions installed in"))
+            guard_started = built.first(GUARD_RE)
             relisted = built.first(re.compile(r"^\[train\] listing the distributions")) is not None
             same_train = mreg_images(built.stdout)["train"] == self.train_image
             self.results.runs[-1]["serve_change_train"] = "same image ID" if same_train else "new image"

@@ -21,8 +21,8 @@ from mreg.lock import ensure_lock, load_lock
 from mreg.onnx_model import check_serve_runtime, read_onnx
 from mreg.records import GitInfo, ImageRecord, ModelFile, Record, open_record_store
 from mreg.registry import Registry
-from mreg.render import render
-from mreg.skew import ImageEnvironment, check_environments, inspect_image
+from mreg.render import BuildContext, render
+from mreg.skew import ImageEnvironment, check_environments, inspect_image, inventory_stage, read_inventory
 from mreg.spec import STAGES, Spec, Stage
 from mreg.storage import Progress, open_object_store
 
@@ -76,15 +76,12 @@ def build(
     images = {} if rebuild else _existing_images(engine, refs, in_registry=push, on_line=on_line)
     missing: dict[str, str] = {stage: ref for stage, ref in refs.items() if stage not in images}
     fresh: dict[str, BuiltImage] = {}
+    listed: dict[Stage, ImageEnvironment] = {}
     if missing:
         network = engine.default_network() if network == "auto" else network
-        with tempfile.TemporaryDirectory(prefix="mreg-context-") as directory:
-            context.write(Path(directory))
-            fresh = engine.build(
-                Path(directory), missing, network=network, on_line=on_line, secrets=indexes.urls, redact=indexes.mask
-            )
+        fresh, listed = _build_images(engine, context, missing, network=network, indexes=indexes, on_line=on_line)
     images.update({stage: fresh[stage] for stage in refs if stage in fresh})
-    environments = _environments(engine, images, saved, fresh=set(fresh), on_line=on_line)
+    environments = _environments(engine, images, saved, fresh=set(fresh), listed=listed, on_line=on_line)
     if saved and saved.context_sha256 == context.digest():  # one target at a time builds on the other
         environments = {**saved.environments, **environments}
         images = {**{stage: _built(image) for stage, image in saved.images.items()}, **images}
@@ -107,6 +104,39 @@ def build(
         environments=environments,
     )
     return _save_build_result(spec, result)
+
+
+def _build_images(
+    engine: Engine,
+    context: BuildContext,
+    refs: dict[str, str],
+    *,
+    network: str | None,
+    indexes: PackageIndexes,
+    on_line: LineSink,
+) -> tuple[dict[str, BuiltImage], dict[Stage, ImageEnvironment]]:
+    """Build `refs` (stage -> reference) and, with BuildKit, each image's inventory in the same solve,
+    where the Dockerfile has its inventory stage: it runs while the image is exported, and spares the
+    skew guard a container."""
+    stages = context.stages() if engine.buildkit else []
+    inventories = [stage for stage in STAGES if stage in refs and inventory_stage(stage) in stages]
+    with tempfile.TemporaryDirectory(prefix="mreg-build-") as scratch:
+        directory = Path(scratch, "context")
+        context.write(directory)
+        exports = {inventory_stage(stage): Path(scratch, inventory_stage(stage)) for stage in inventories}
+        built = engine.build(
+            directory,
+            refs,
+            network=network,
+            on_line=on_line,
+            secrets=indexes.urls,
+            redact=indexes.mask,
+            exports=exports,
+        )
+        listed = {stage: read_inventory(exports[inventory_stage(stage)], built[stage].ref) for stage in inventories}
+    for stage in listed:
+        on_line(f"[{stage}] the build listed the distributions installed in {built[stage].ref}")
+    return built, listed
 
 
 def _existing_images(
@@ -136,16 +166,18 @@ def _environments(
     saved: BuildResult | None,
     *,
     fresh: set[str],
+    listed: dict[Stage, ImageEnvironment],
     on_line: LineSink,
 ) -> dict[Stage, ImageEnvironment]:
-    """What each image holds: asked from images just built (both at once), remembered for the others."""
-    environments: dict[Stage, ImageEnvironment] = {}
+    """What each image holds: listed by its build, remembered from an earlier build of the same tag, or
+    else asked from the image (both at once)."""
+    environments = dict(listed)
     if saved is not None:  # the same tag is the same content: what it held, it holds
-        environments = {
-            stage: saved.environments[stage]
+        environments.update(
+            (stage, saved.environments[stage])
             for stage, image in images.items()
             if stage not in fresh and stage in saved.environments and saved.images[stage].ref == image.ref
-        }
+        )
     unknown = [stage for stage in images if stage not in environments]
     for stage in unknown:
         on_line(f"[{stage}] listing the distributions installed in {images[stage].ref}")

@@ -19,6 +19,7 @@ import jinja2
 from mreg.errors import SpecError
 from mreg.indexes import SECRETS
 from mreg.lock import SETS, Lock, SetName
+from mreg.skew import INVENTORY_FILE, INVENTORY_SCRIPT, inventory_stage
 from mreg.spec import GROUPS, STAGES, Spec
 
 TEMPLATE_NAME = "Dockerfile.j2"
@@ -53,6 +54,12 @@ class BuildContext:
             sha.update(f"{len(name)}:{name}:{int(executable)}:{len(data)}:".encode())
             sha.update(data)
         return sha.hexdigest()
+
+    def stages(self) -> list[str]:
+        """The names of the Dockerfile's stages, in order."""
+        return [
+            match["name"] for line in self.dockerfile.splitlines() if (match := _FROM_RE.match(line)) and match["name"]
+        ]
 
     def tag(self, stage: str) -> str:
         """The image tag of `stage`: the stage's name and a prefix of its digest."""
@@ -124,6 +131,9 @@ def template_variables(
         "system_packages": {group: sorted(getattr(spec.system_packages, group)) for group in GROUPS},
         "commands": {stage: spec.stages_for(stage).command for stage in STAGES},
         "stage_labels": {stage: sorted(stage_labels(spec, lock, stage).items()) for stage in ("train", "serve")},
+        "inventory_stages": {stage: inventory_stage(stage) for stage in ("train", "serve")},
+        "inventory_script": INVENTORY_SCRIPT,
+        "inventory_file": INVENTORY_FILE,
     }
 
 

@@ -1,7 +1,8 @@
 """The train/serve skew guard: ask each built image what it holds, and refuse any difference.
 
-Each image is asked through the engine (a short container with no network) for its Python version and
-every installed distribution. A distribution in both images must have the same version in both, both
+Each image is asked for its Python version and every installed distribution: with BuildKit, by a stage
+of the same build that runs the inventory on the image's file system (`inventory_stage`), else by a short
+container with no network. A distribution in both images must have the same version in both, both
 images must run the same Python, and each image must hold exactly the versions its lock set pins.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -17,11 +19,18 @@ from mreg.errors import EngineError, SkewError
 from mreg.lock import Lock
 from mreg.spec import Stage
 
-INVENTORY_SCRIPT = (
-    "import importlib.metadata as m, json, re, sys\n"
-    "packages = {re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version for d in m.distributions()}\n"
-    "print(json.dumps({'python': '%d.%d.%d' % sys.version_info[:3], 'packages': packages}, sort_keys=True))\n"
+INVENTORY_SCRIPT = (  # one line, so that a Dockerfile can run it; prints, or writes to the file in argv[1]
+    "import importlib.metadata as m, json, pathlib, re, sys; "
+    "packages = {re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version for d in m.distributions()}; "
+    "text = json.dumps({'python': '%d.%d.%d' % sys.version_info[:3], 'packages': packages}, sort_keys=True); "
+    "pathlib.Path(sys.argv[1]).write_text(text) if sys.argv[1:] else print(text)"
 )
+INVENTORY_FILE = "inventory.json"
+
+
+def inventory_stage(stage: str) -> str:
+    """The Dockerfile stage that holds nothing but `stage`'s inventory, as INVENTORY_FILE."""
+    return f"{stage}-inventory"
 
 
 class ImageEnvironment(BaseModel):
@@ -35,7 +44,20 @@ class ImageEnvironment(BaseModel):
 
 def inspect_image(engine: Engine, image: str) -> ImageEnvironment:
     """Run the inventory inside `image` (its virtualenv's `python`) and parse what it prints."""
-    output = engine.run(image, ["python", "-c", INVENTORY_SCRIPT])
+    return parse_inventory(engine.run(image, ["python", "-c", INVENTORY_SCRIPT]), image)
+
+
+def read_inventory(directory: Path, image: str) -> ImageEnvironment:
+    """The inventory of `image` that its build exported into `directory`."""
+    try:
+        output = (directory / INVENTORY_FILE).read_text()
+    except OSError as exc:
+        raise EngineError(f"the build of {image} exported no inventory: {exc}.") from None
+    return parse_inventory(output, image)
+
+
+def parse_inventory(output: str, image: str) -> ImageEnvironment:
+    """The environment in the inventory's output (its last line)."""
     try:
         return ImageEnvironment.model_validate_json(output.strip().splitlines()[-1])
     except (IndexError, ValidationError, json.JSONDecodeError):

@@ -47,6 +47,10 @@ def build_through(relay: DockerRelay, project: Path, *args: str, env: dict[str, 
     engine = "docker" if "docker" in args else "buildx"
     assert relay.seen(BUILD_REQUESTS[engine]), relay.paths
     assert relay.seen(r"/images/.+/json"), relay.paths  # the image lookups
+    if engine == "buildx":  # its build lists the distributions; reused images unknown to mreg need a container
+        assert not relay.seen(r"/containers/create"), relay.paths
+        (project / ".mreg" / "build.json").unlink()
+        mreg("build", *args, cwd=project, env=env)
     assert relay.seen(r"/containers/create"), relay.paths  # the skew guard's container
     for stage in ("train", "serve"):
         subprocess.run(["docker", "image", "inspect", built[stage]["image"]], check=True, capture_output=True)

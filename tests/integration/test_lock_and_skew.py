@@ -141,7 +141,7 @@ def test_the_skew_guard_catches_an_image_that_drifted_from_the_lock(capped: Path
     assert f"  - urllib3 is {pinned} in the train image but 2.2.3 in the serve image\n" in result.stderr
     assert f"  - the serve image has urllib3 2.2.3, the lock pins {pinned}\n" in result.stderr
     assert not (project / ".mreg" / "build.json").exists()
-    refs = re.findall(r"listing the distributions installed in (\S+)", result.stderr)
+    refs = re.findall(r"the build listed the distributions installed in (\S+)", result.stderr)
     [drifted] = [ref for ref in refs if ":serve-" in ref]
     inspected = subprocess.run(["docker", "image", "inspect", drifted], capture_output=True, check=False)
     assert inspected.returncode != 0  # untagged, so that the next build cannot reuse it

@@ -3,6 +3,7 @@ what the engines add to a registry's refusal."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,7 @@ def test_one_bake_builds_both_targets_from_one_context() -> None:
                     "target": stage,
                     "tags": [f"m:{stage}-1"],
                     "network": "host",
+                    "x-bake": {"output": ["type=docker"]},
                 }
             }
             for stage in ("train", "serve")
@@ -38,8 +40,23 @@ def test_one_bake_builds_both_targets_from_one_context() -> None:
     }
     assert "network" not in bake_definition(Path("/ctx"), {"train": "m:t"}, network=None)["services"]["train"]["build"]
     assert bake_argv(Path("/tmp/compose.yaml"), ["train", "serve"], builder=None) == [
-        "docker", "buildx", "bake", "--progress=plain", "--load", "--file", "/tmp/compose.yaml", "--", "train", "serve",
+        "docker", "buildx", "bake", "--progress=plain", "--file", "/tmp/compose.yaml", "--", "train", "serve",
     ]  # fmt: skip
+
+
+def test_exported_targets_are_written_to_their_directory_not_loaded() -> None:
+    exports = {"serve-inventory": Path("/tmp/out"), "train-inventory": Path('/tmp/a,b"c')}
+    services = bake_definition(Path("/ctx"), {"serve": "m:serve-1"}, network=None, exports=exports)["services"]
+    assert list(services) == ["serve", "serve-inventory", "train-inventory"]
+    assert services["serve-inventory"]["build"] == {
+        "context": "/ctx",
+        "dockerfile": "Dockerfile",
+        "target": "serve-inventory",
+        "x-bake": {"output": ["type=local,dest=/tmp/out"]},
+    }
+    # buildx reads an output as one CSV record: a comma or a quote in the path stays inside its field
+    [output] = services["train-inventory"]["build"]["x-bake"]["output"]
+    assert next(csv.reader([output])) == ["type=local", 'dest=/tmp/a,b"c']
 
 
 @pytest.mark.parametrize(

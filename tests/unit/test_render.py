@@ -92,8 +92,10 @@ def test_a_stage_with_nothing_of_its_own_installs_nothing_more(tmp_path: Path) -
 def test_stages_and_instruction_order() -> None:
     text = example().dockerfile
     stages = [c.value[-1] for c in dockerfile.parse_string(text) if c.cmd == "FROM"]
-    assert stages == ["uv", "base", "train", "serve"]
-    serve = text[text.index("FROM base AS serve") :]
+    inventories = ["train-inventory-run", "train-inventory", "serve-inventory-run", "serve-inventory"]
+    assert stages == ["uv", "base", "train", "serve", *inventories]
+    assert example().stages() == stages
+    serve = text[text.index("FROM base AS serve") : text.index("FROM train AS train-inventory-run")]
     # cache-friendly order: system packages, then Python packages, then code, labels last
     assert serve.index("apt-get install") < serve.index("uv pip sync") < serve.index("COPY") < serve.index("LABEL")
     assert instructions(serve)[-1] == "LABEL"
@@ -205,7 +207,8 @@ def test_user_template_extends_the_builtin_one(tmp_path: Path) -> None:
     )
     spec = spec_from(tmp_path, '[model]\nname = "m"\n[render]\ntemplate_dir = "templates"\n')
     text = render_unlocked(spec).dockerfile
-    assert instructions(text)[-1] == "HEALTHCHECK"
+    serve = text[text.index("FROM base AS serve") : text.index("FROM train AS train-inventory-run")]
+    assert instructions(serve)[-1] == "HEALTHCHECK"
     assert 'HEALTHCHECK CMD ["curl", "-f", "http://127.0.0.1:8080/"]' in text
 
 

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from mreg.lock import UV_VERSION, Lock
 from mreg.render import LABEL_PREFIX, OCI_PREFIX, render, stage_labels, template_variables
+from mreg.skew import INVENTORY_SCRIPT
 from mreg.spec import GROUPS, RESERVED_LABEL_PREFIXES, STAGES, Spec
 from tests.support import make_lock
 
@@ -316,7 +317,14 @@ def check_rendering(spec: Spec, data: dict[str, Any], lock: Lock, *, buildkit: b
     # (a) the same instructions as a benign spec of the same shape
     assert instructions(text) == benign_instructions(structure(spec), buildkit)
     stages = by_stage(text)
-    assert list(stages) == (["uv"] if buildkit else []) + ["base", "train", "serve"]
+    inventories = ["train-inventory-run", "train-inventory", "serve-inventory-run", "serve-inventory"]
+    assert list(stages) == (["uv"] if buildkit else []) + ["base", "train", "serve"] + (inventories if buildkit else [])
+    for stage in ("train", "serve") if buildkit else ():  # the skew guard's inventory: nothing from the spec
+        run = stages[f"{stage}-inventory-run"]
+        assert [(c.cmd, c.value) for c in run] == [
+            ("FROM", (stage, "AS", f"{stage}-inventory-run")),
+            ("RUN", ("python", "-c", INVENTORY_SCRIPT, "/tmp/inventory.json")),
+        ]
 
     for name in ("uv", "base") if buildkit else ("base",):
         assert stages[name][0].value[0] == spec.python.image

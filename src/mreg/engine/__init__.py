@@ -92,11 +92,14 @@ class Engine(Protocol):
         on_line: LineSink,
         secrets: Mapping[str, str] | None = None,
         redact: Redactor | None = None,
+        exports: Mapping[str, Path] | None = None,
     ) -> dict[str, BuiltImage]:
         """Build each Dockerfile target of `context` (target -> reference) into the local engine.
 
         `secrets` (id -> value) reach the build only as BuildKit secrets; `redact` masks them in the
-        output. Shared stages are built once. Returns the images by target; raises EngineError.
+        output. `exports` (target -> directory) are built in the same solve and written as files, not
+        images (BuildKit engines only). Shared stages are built once. Returns the images by target;
+        raises EngineError.
         """
 
     def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -33,22 +35,43 @@ def buildx_available() -> bool:
 
 
 def bake_definition(
-    context: Path, targets: Mapping[str, str], *, network: str | None, secrets: Iterable[str] = ()
+    context: Path,
+    targets: Mapping[str, str],
+    *,
+    network: str | None,
+    secrets: Iterable[str] = (),
+    exports: Mapping[str, Path] | None = None,
 ) -> dict[str, Any]:
     """A compose-format bake file building every target of one context (the only bake format that takes
-    a build network with buildx 0.13). Secret values come from the environment (`secret_variable`)."""
+    a build network with buildx 0.13): `targets` (target -> reference) are loaded into the engine,
+    `exports` (target -> directory) written as files. Secret values come from the environment
+    (`secret_variable`)."""
+    outputs = dict.fromkeys(targets, "type=docker")
+    outputs.update(
+        {target: _csv_line("type=local", f"dest={directory}") for target, directory in (exports or {}).items()}
+    )
     services = {}
-    for target, ref in targets.items():
-        build: dict[str, Any] = {"context": str(context), "dockerfile": "Dockerfile", "target": target, "tags": [ref]}
+    for target, output in outputs.items():
+        build: dict[str, Any] = {"context": str(context), "dockerfile": "Dockerfile", "target": target}
+        if target in targets:
+            build["tags"] = [targets[target]]
         if network:
             build["network"] = network
         if secrets:
             build["secrets"] = list(secrets)
+        build["x-bake"] = {"output": [output]}
         services[target] = {"build": build}
     definition: dict[str, Any] = {"services": services}
     if secrets:
         definition["secrets"] = {secret: {"environment": secret_variable(secret)} for secret in secrets}
     return definition
+
+
+def _csv_line(*fields: str) -> str:
+    """One CSV record, as buildx parses `--output` values (a field with a comma or a quote gets quoted)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(fields)
+    return buffer.getvalue()
 
 
 def secret_variable(secret: str) -> str:
@@ -57,8 +80,9 @@ def secret_variable(secret: str) -> str:
 
 
 def bake_argv(definition: Path, targets: Iterable[str], *, builder: str | None) -> list[str]:
-    """The `docker buildx bake` command line: one BuildKit solve, shared stages built once, targets concurrently."""
-    argv = ["docker", "buildx", "bake", "--progress=plain", "--load", "--file", str(definition)]
+    """The `docker buildx bake` command line: one BuildKit solve, shared stages built once, targets
+    concurrently (each target's output is in the definition)."""
+    argv = ["docker", "buildx", "bake", "--progress=plain", "--file", str(definition)]
     if builder:
         argv += ["--builder", builder]
     return [*argv, "--", *targets]
@@ -118,10 +142,11 @@ class BuildxEngine:
         on_line: LineSink,
         secrets: Mapping[str, str] | None = None,
         redact: Redactor | None = None,
+        exports: Mapping[str, Path] | None = None,
     ) -> dict[str, BuiltImage]:
         secrets = secrets or {}
         env = {secret_variable(secret): value for secret, value in secrets.items()}
-        if len(targets) == 1:
+        if len(targets) == 1 and not exports:
             [(target, ref)] = targets.items()
             argv = build_argv(context, target, ref, network=network, builder=self.builder, secrets=secrets)
             what = f"docker buildx build of target {target!r}"
@@ -129,9 +154,9 @@ class BuildxEngine:
         else:
             with tempfile.TemporaryDirectory(prefix="mreg-bake-") as scratch:
                 definition = Path(scratch, "compose.yaml")  # JSON is YAML; bake reads it as a compose file
-                text = json.dumps(bake_definition(context, targets, network=network, secrets=secrets), indent=2)
-                definition.write_text(text)
-                argv = bake_argv(definition, targets, builder=self.builder)
+                document = bake_definition(context, targets, network=network, secrets=secrets, exports=exports)
+                definition.write_text(json.dumps(document, indent=2))
+                argv = bake_argv(definition, [*targets, *(exports or {})], builder=self.builder)
                 what = f"docker buildx bake of targets {', '.join(targets)}"
                 stream(argv, on_line=on_line, what=what, env=env, redact=redact)
         built: dict[str, BuiltImage] = {}

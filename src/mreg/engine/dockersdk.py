@@ -113,7 +113,10 @@ class DockerSdkEngine:
         on_line: LineSink,
         secrets: Mapping[str, str] | None = None,
         redact: Redactor | None = None,
+        exports: Mapping[str, Path] | None = None,
     ) -> dict[str, BuiltImage]:
+        if exports:
+            raise EngineError("the classic builder cannot export a target's files; use --engine buildx.")
         if secrets:
             raise EngineError(
                 "the classic builder cannot pass secrets (private package indexes) to a build without writing "

@@ -55,3 +55,15 @@ LABEL "io.mreg.model"="iris-rf" \
       "org.opencontainers.image.description"="serve image of model iris-rf, built by mreg" \
       "org.opencontainers.image.title"="iris-rf-serve" \
       "team"="ml-platform"
+
+FROM train AS train-inventory-run
+RUN ["python", "-c", "import importlib.metadata as m, json, pathlib, re, sys; packages = {re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version for d in m.distributions()}; text = json.dumps({'python': '%d.%d.%d' % sys.version_info[:3], 'packages': packages}, sort_keys=True); pathlib.Path(sys.argv[1]).write_text(text) if sys.argv[1:] else print(text)", "/tmp/inventory.json"]
+
+FROM scratch AS train-inventory
+COPY --from=train-inventory-run ["/tmp/inventory.json", "/inventory.json"]
+
+FROM serve AS serve-inventory-run
+RUN ["python", "-c", "import importlib.metadata as m, json, pathlib, re, sys; packages = {re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version for d in m.distributions()}; text = json.dumps({'python': '%d.%d.%d' % sys.version_info[:3], 'packages': packages}, sort_keys=True); pathlib.Path(sys.argv[1]).write_text(text) if sys.argv[1:] else print(text)", "/tmp/inventory.json"]
+
+FROM scratch AS serve-inventory
+COPY --from=serve-inventory-run ["/tmp/inventory.json", "/inventory.json"]
