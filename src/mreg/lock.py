@@ -151,20 +151,16 @@ def resolve(spec: Spec, indexes: PackageIndexes | None = None) -> Lock:
 
 def _resolve(spec: Spec, indexes: PackageIndexes) -> Lock:
     inputs = lock_inputs(spec)
-    with tempfile.TemporaryDirectory(prefix="mreg-lock-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="mreg-lock-") as scratch, ThreadPoolExecutor(len(SETS)) as pool:
         work = Path(scratch)
         union_file = work / "union.txt"
-        union_file.write_text(_previous_pins(spec))  # uv keeps these versions where it can: a relock moves little
-        everything = [requirement for group in GROUPS for requirement in inputs[group]]
-        union = _compile(spec, work, "all", everything, constraints=None, indexes=indexes, output=union_file)
-        if union.returncode != 0:
-            raise _conflict(spec, work, inputs, union.stderr, indexes)
 
         def resolve_set(name: SetName) -> str:
             requirements = [r for group in _SET_GROUPS[name] for r in inputs[group]]
             constraints = None if name == "tools" else union_file
-            # the joint resolution has just fetched every index page these need: uv's cache answers offline,
-            # and the network is only asked when it cannot (no cache, or an index that forbids caching)
+            # the joint resolution has just fetched every index page the image sets need (the tools' come from
+            # earlier locks): uv's cache answers offline, and the network is only asked when it cannot (no
+            # cache, or an index that forbids caching)
             compile_set = partial(_compile, spec, work, name, requirements, constraints=constraints, indexes=indexes)
             result = compile_set(offline=True)
             if result.returncode != 0:
@@ -173,8 +169,15 @@ def _resolve(spec: Spec, indexes: PackageIndexes) -> Lock:
                 raise LockError(f"uv could not resolve the {name} set under the joint pins:\n{result.stderr.strip()}")
             return result.stdout
 
-        with ThreadPoolExecutor(max_workers=len(SETS)) as pool:
-            sets = dict(zip(SETS, pool.map(resolve_set, SETS), strict=True))
+        tools = pool.submit(resolve_set, "tools")  # the build's own tools are not under the joint pins
+        union_file.write_text(_previous_pins(spec))  # uv keeps these versions where it can: a relock moves little
+        everything = [requirement for group in GROUPS for requirement in inputs[group]]
+        union = _compile(spec, work, "all", everything, constraints=None, indexes=indexes, output=union_file)
+        if union.returncode != 0:
+            raise _conflict(spec, work, inputs, union.stderr, indexes)
+        images = [name for name in SETS if name != "tools"]
+        resolved = dict(zip(images, pool.map(resolve_set, images), strict=True))
+        sets = {name: tools.result() if name == "tools" else resolved[name] for name in SETS}
     return Lock(
         python=spec.python.version,
         platform=spec.python.platform,
