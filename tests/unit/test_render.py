@@ -10,6 +10,7 @@ from pathlib import Path
 import dockerfile
 import pytest
 
+from mreg import render as render_module
 from mreg.errors import SpecError
 from mreg.lock import load_lock
 from mreg.render import BuildContext, render
@@ -220,3 +221,23 @@ def test_user_template_with_an_unknown_variable_is_refused(tmp_path: Path) -> No
     with pytest.raises(SpecError) as caught:
         render_unlocked(spec)
     assert str(caught.value) == f"{templates.resolve()}/Dockerfile.j2: cannot be rendered: 'base_imag' is undefined."
+
+
+@pytest.mark.parametrize("usable", [True, False])
+def test_compiled_templates_are_cached_and_a_broken_cache_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, usable: bool
+) -> None:
+    directory = tmp_path / "cache"
+    if usable:
+        directory.mkdir()
+    else:
+        directory.write_text("")  # a file: the cache can be neither read nor written
+    monkeypatch.setattr(render_module, "_bytecode_cache", lambda: render_module._TemplateCache(str(directory)))
+    dockerfiles = []
+    for _ in range(2):  # compiled, then (when usable) loaded from the cache
+        render_module._environment.cache_clear()
+        dockerfiles.append(example().dockerfile)
+    render_module._environment.cache_clear()
+    assert dockerfiles == [(GOLDEN / "iris.Dockerfile").read_text()] * 2
+    if usable:
+        assert len(list(directory.iterdir())) == 2  # Dockerfile.j2 and _macros.j2
