@@ -31,7 +31,7 @@ def test_a_private_index_token_reaches_only_the_install_steps(tmp_path: Path) ->
     with PrivateIndex(token) as index:
         env = {"MREG_EXTRA_INDEX_URL": index.url}
         locked = mreg("lock", cwd=tmp_path, env=env)
-        built = mreg("build", "--json", cwd=tmp_path, env=env)
+        built = mreg("build", "--rebuild", "--json", cwd=tmp_path, env=env)  # never images of an earlier run
         assert any(path.endswith(".whl") for path in index.requests)  # uv downloaded the wheel with the token
     images = json.loads(built.stdout)
     (tmp_path / "model.bin").write_bytes(b"a model")
