@@ -357,14 +357,14 @@ class LocalRegistry:
 # --------------------------------------------------------------------------------------------------- parsing
 
 
-def bake_steps(lines: Iterable[str]) -> dict[str, dict[str, int]]:
-    """BuildKit plain progress -> {stage: {"ran": n, "cached": n}}; FROM (metadata) steps are not counted.
+Step = tuple[str, str, str]  # stage, index, instruction: the same for a step bake prints once per target
 
-    A step is `#N [stage i/n] ...` (bake may put the target's name before the stage), then `#N CACHED` or
-    `#N DONE`. Steps that two targets share are counted once.
-    """
-    vertices: dict[str, tuple[str, str, str]] = {}
-    status: dict[str, str] = {}
+
+def bake_log(lines: Iterable[str]) -> tuple[dict[str, Step], list[re.Match[str]]]:
+    """BuildKit plain progress -> its steps by vertex id (`#N [stage i/n] ...`, bake may put the target's
+    name before the stage) and, in order, the status lines (`#N CACHED`, `#N DONE 2.1s`) of those steps."""
+    vertices: dict[str, Step] = {}
+    statuses: list[re.Match[str]] = []
     for line in lines:
         step = BAKE_STEP_RE.match(line)
         if step:
@@ -372,10 +372,18 @@ def bake_steps(lines: Iterable[str]) -> dict[str, dict[str, int]]:
             continue
         ended = BAKE_STATUS_RE.match(line)
         if ended and ended["id"] in vertices:
-            status[ended["id"]] = ended["status"]
+            statuses.append(ended)
+    return vertices, statuses
+
+
+def bake_steps(lines: Iterable[str]) -> dict[str, dict[str, int]]:
+    """BuildKit plain progress -> {stage: {"ran": n, "cached": n}}; FROM (metadata) steps are not counted.
+    Steps that two targets share are counted once."""
+    vertices, statuses = bake_log(lines)
+    status = {ended["id"]: ended["status"] for ended in statuses}
     # The same step printed for both targets: it ran if any of its copies ran (the other copy is then
     # reported CACHED, sometimes before the copy that ran).
-    ran: dict[tuple[str, str, str], bool] = {}
+    ran: dict[Step, bool] = {}
     for vertex, key in vertices.items():
         if vertex in status and not key[2].startswith("FROM "):
             ran[key] = ran.get(key, False) or status[vertex] != "CACHED"
@@ -387,18 +395,12 @@ def bake_steps(lines: Iterable[str]) -> dict[str, dict[str, int]]:
 
 def bake_durations(lines: Iterable[str]) -> dict[str, float]:
     """Seconds BuildKit reports (`#N DONE 2.1s`) for the steps that ran, summed per stage (FROM excluded)."""
-    vertices: dict[str, tuple[str, str, str]] = {}
-    seconds: dict[tuple[str, str, str], float] = {}
-    for line in lines:
-        step = BAKE_STEP_RE.match(line)
-        if step:
-            vertices.setdefault(step["id"], (step["stage"], step["index"], step["what"]))
-            continue
-        ended = BAKE_STATUS_RE.match(line)
-        if ended and ended["id"] in vertices and ended["status"] == "DONE" and ended["seconds"]:
-            key = vertices[ended["id"]]
-            if not key[2].startswith("FROM "):
-                seconds.setdefault(key, float(ended["seconds"]))
+    vertices, statuses = bake_log(lines)
+    seconds: dict[Step, float] = {}
+    for ended in statuses:
+        key = vertices[ended["id"]]
+        if ended["status"] == "DONE" and ended["seconds"] and not key[2].startswith("FROM "):
+            seconds.setdefault(key, float(ended["seconds"]))
     durations: dict[str, float] = {}
     for (stage, _, _), value in seconds.items():
         durations[stage] = round(durations.get(stage, 0.0) + value, 1)
