@@ -402,7 +402,7 @@ def _progress(title: str) -> Iterator[Callable[[str], None]]:
     Nothing is shown before the first line, so that input refused up front prints only its error. rich is
     only imported for a terminal (its import costs a CI step some 60 ms).
     """
-    if not _stderr_is_terminal():
+    if not sys.stderr.isatty():
         started = False
 
         def plain(line: str) -> None:
@@ -423,7 +423,7 @@ def _progress(title: str) -> Iterator[Callable[[str], None]]:
 @contextmanager
 def _upload_progress(total: int, title: str = "uploading") -> Iterator[Callable[[int], None] | None]:
     """A transfer bar on a terminal; nothing in CI logs."""
-    if not _stderr_is_terminal():
+    if not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
@@ -433,10 +433,6 @@ def _upload_progress(total: int, title: str = "uploading") -> Iterator[Callable[
     with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
         task = bar.add_task(title, total=total)
         yield lambda count: bar.advance(task, count)
-
-
-def _stderr_is_terminal() -> bool:
-    return sys.stderr.isatty()
 
 
 def _clip(line: str, width: int = 120) -> str:

@@ -44,7 +44,7 @@ class ImageEnvironment(BaseModel):
 
 def inspect_image(engine: Engine, image: str) -> ImageEnvironment:
     """Run the inventory inside `image` (its virtualenv's `python`) and parse what it prints."""
-    return parse_inventory(engine.run(image, ["python", "-c", INVENTORY_SCRIPT]), image)
+    return _parse_inventory(engine.run(image, ["python", "-c", INVENTORY_SCRIPT]), image)
 
 
 def read_inventory(directory: Path, image: str) -> ImageEnvironment:
@@ -53,10 +53,10 @@ def read_inventory(directory: Path, image: str) -> ImageEnvironment:
         output = (directory / INVENTORY_FILE).read_text()
     except OSError as exc:
         raise EngineError(f"the build of {image} exported no inventory: {exc}.") from None
-    return parse_inventory(output, image)
+    return _parse_inventory(output, image)
 
 
-def parse_inventory(output: str, image: str) -> ImageEnvironment:
+def _parse_inventory(output: str, image: str) -> ImageEnvironment:
     """The environment in the inventory's output (its last line)."""
     try:
         return ImageEnvironment.model_validate_json(output.strip().splitlines()[-1])
