@@ -22,6 +22,19 @@ def test_help_imports_no_heavy_library() -> None:
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_build_progress_outside_a_terminal_is_plain_lines_without_rich() -> None:
+    probe = (
+        "import sys\n"
+        "from mreg.cli import _progress\n"
+        "with _progress('building') as on_line:\n"
+        "    on_line('#1 DONE')\n"
+        "print('rich' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stderr == "mreg: building\n#1 DONE\n"  # stderr is a pipe here, as in CI
+    assert result.stdout.strip() == "False"
+
+
 def test_render_prints_the_golden_dockerfile() -> None:
     result = mreg("render", cwd=REPO)
     assert result.stdout == (REPO / "tests" / "data" / "golden" / "iris.Dockerfile").read_text()
