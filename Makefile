@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-unit lint bench clean
 
 $(BIN)/mreg: pyproject.toml
 	python3 -m venv $(VENV)
@@ -14,6 +14,9 @@ demo: $(BIN)/mreg  ## build, train, register and serve the bundled example (need
 
 test: $(BIN)/mreg  ## unit and end-to-end tests (the end-to-end ones need a Docker engine)
 	$(BIN)/pytest
+
+test-unit: $(BIN)/mreg  ## the tier without Docker and without PyPI: seconds, on any machine
+	$(BIN)/pytest tests/unit -m "not docker and not network"
 
 lint: $(BIN)/mreg
 	$(BIN)/ruff check .

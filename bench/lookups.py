@@ -45,7 +45,7 @@ from bench.common import (
     table,
     work_directory,
 )
-from mreg.records import GitInfo, ImageRecord, ModelFile, ModelRef, Record, RecordStore, open_record_store
+from mreg.records import BuiltImage, GitInfo, ModelFile, ModelRef, Record, RecordStore, open_record_store
 from mreg.records.s3 import S3RecordStore
 
 BUCKET = "mreg-bench"
@@ -84,7 +84,7 @@ def make_record(version: int) -> bytes:
             uri=f"s3://{BUCKET}/objects/sha256/{digest}", sha256=digest, size=172_625 + version, filename="model.joblib"
         ),
         images={
-            stage: ImageRecord(
+            stage: BuiltImage(
                 ref=f"{image}:{stage}-{digest[:16]}", image=f"{image}@sha256:{digest}", digest=f"sha256:{digest}"
             )
             for stage in ("train", "serve")

@@ -41,7 +41,7 @@ class PackageIndexes:
                 try:
                     value = Path(path).read_text(encoding="utf-8").strip()
                 except OSError as exc:
-                    raise InvalidInputError(f"{variable}_FILE={path}: cannot be read ({exc.strerror}).") from None
+                    raise InvalidInputError(f"{variable}_FILE={path}: cannot be read ({exc.strerror}).") from exc
             if value:
                 if not re.match(r"https?://", value):
                     raise InvalidInputError(f"{variable} must be an http(s):// URL (its value is not shown).")

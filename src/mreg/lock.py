@@ -24,8 +24,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from mreg._fileio import incoming, write_durably
 from mreg.errors import InvalidInputError, LockError, MregError
-from mreg.fileio import incoming, write_durably
 from mreg.indexes import PackageIndexes
 from mreg.spec import GROUPS, Spec
 
@@ -47,8 +47,8 @@ _HASH_RE = re.compile(r"--hash=(?P<hash>sha256:[0-9a-f]{64})")
 def _version(value: str) -> str:
     try:
         Version(value)
-    except InvalidVersion:
-        raise ValueError("is not a PEP 440 version") from None
+    except InvalidVersion as exc:
+        raise ValueError("is not a PEP 440 version") from exc
     return value
 
 
@@ -124,12 +124,12 @@ def load_lock(spec: Spec) -> Lock:
     path = lock_path(spec)
     try:
         lock = Lock.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise InvalidInputError(f"{path}: no lock file; run `mreg lock` (or `mreg build --lock`).") from None
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"{path}: no lock file; run `mreg lock` (or `mreg build --lock`).") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError) as exc:
         raise InvalidInputError(
             f"{path}: not a lock file mreg can read ({_first_line(exc)}); run `mreg lock`."
-        ) from None
+        ) from exc
     changed = lock.stale_groups(spec)
     if changed:
         raise InvalidInputError(
@@ -146,7 +146,7 @@ def resolve(spec: Spec, indexes: PackageIndexes | None = None) -> Lock:
     try:
         return _resolve(spec, indexes)
     except LockError as exc:
-        raise LockError(indexes.mask(str(exc))) from None
+        raise LockError(indexes.mask(str(exc))) from exc
 
 
 def _resolve(spec: Spec, indexes: PackageIndexes) -> Lock:
@@ -247,7 +247,7 @@ def _compile(
         environment = {**os.environ, **indexes.uv_environment()}
         result = subprocess.run(argv, capture_output=True, text=True, check=False, env=environment)
     except OSError as exc:
-        raise MregError(f"cannot run uv ({argv[0]}): {exc.strerror}.") from None
+        raise MregError(f"cannot run uv ({argv[0]}): {exc.strerror}.") from exc
     if output is not None and result.returncode == 0:
         result.stdout = output.read_text()
     return result

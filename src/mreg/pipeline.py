@@ -1,4 +1,5 @@
-"""`build` and `register` as library functions: they wire spec, render, engine, storage and records."""
+"""`build` and `register` as library functions: they wire spec, lock, render, engine and guards, and write
+through the registry."""
 
 from __future__ import annotations
 
@@ -6,25 +7,26 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mreg._fileio import incoming
+from mreg._inventory import inventory_stage
 from mreg.engine import BuiltImage, Engine
-from mreg.errors import InvalidInputError, MregError, SkewError
-from mreg.fileio import incoming
+from mreg.errors import InvalidInputError, SkewError
+from mreg.guards.onnx import check_serve_runtime, find_onnx
+from mreg.guards.skew import ImageEnvironment, check_environments, inspect_image, read_inventory
 from mreg.indexes import PackageIndexes
 from mreg.lock import ensure_lock, load_lock
-from mreg.onnx_model import check_serve_runtime, read_onnx
-from mreg.records import GitInfo, ImageRecord, ModelFile, Record, open_record_store
+from mreg.records import GitInfo, Record
 from mreg.registry import Registry
 from mreg.render import BuildContext, render
-from mreg.skew import ImageEnvironment, check_environments, inspect_image, inventory_stage, read_inventory
 from mreg.spec import STAGES, Spec, Stage
-from mreg.storage import Progress, open_object_store
+from mreg.storage import Progress
+from mreg.storage._tree import scan_tree
 
 Group = Literal["shared", "train", "serve"]
 LineSink = Callable[[str], None]
@@ -40,7 +42,7 @@ class BuildResult(BaseModel):
     context_sha256: str
     buildkit: bool
     index_secrets: tuple[str, ...] = ()  # the private-index secrets the Dockerfile mounted
-    images: dict[Stage, ImageRecord]
+    images: dict[Stage, BuiltImage]
     environments: dict[Stage, ImageEnvironment]
 
     def summary(self) -> dict[str, dict[str, str]]:
@@ -84,7 +86,7 @@ def build(
     environments = _environments(engine, images, saved, fresh=set(fresh), listed=listed, on_line=on_line)
     if saved and saved.context_sha256 == context.digest():  # one target at a time builds on the other
         environments = {**saved.environments, **environments}
-        images = {**{stage: _built(image) for stage, image in saved.images.items()}, **images}
+        images = {**saved.images, **images}
     try:
         check_environments(environments, lock)
     except SkewError:
@@ -100,7 +102,7 @@ def build(
         context_sha256=context.digest(),
         buildkit=engine.buildkit,
         index_secrets=tuple(sorted(indexes.urls)),
-        images={stage: _image_record(image) for stage, image in images.items()},
+        images=images,
         environments=environments,
     )
     return _save_build_result(spec, result)
@@ -189,25 +191,29 @@ def _environments(
 
 def register(
     spec: Spec,
-    model_file: Path,
+    model_path: Path,
     *,
     engine: Callable[[], Engine],
     build_result: Path | None = None,
     on_progress: Progress | None = None,
 ) -> Record:
-    """Upload the model binary, then write the next immutable version of the model's record.
+    """Upload the model (a file, or a directory: one object per file plus a manifest), then write the next
+    immutable version of the model's record.
 
-    An ONNX model is first opened by the serve image's onnxruntime (`engine` is only opened for that).
+    A directory is refused before anything is uploaded when it holds links, special files, unreadable
+    entries, names that differ only by case or are not NFC, or no file. An ONNX model (a file, or a
+    directory's ONNX file with its external data) is first opened by the serve image's onnxruntime (`engine`
+    is only opened for that).
     """
     built = load_build_result(spec, build_result)
-    if not model_file.is_file():
-        raise InvalidInputError(f"{model_file}: no such model file.")
-    onnx = read_onnx(model_file)
+    if model_path.is_symlink() or not (model_path.is_file() or model_path.is_dir()):
+        raise InvalidInputError(f"{model_path}: no such model file or directory (a link is not followed).")
+    tree = scan_tree(model_path) if model_path.is_dir() else None
+    onnx = find_onnx(model_path)
     if onnx is not None:
-        onnx = check_serve_runtime(engine(), built.images["serve"].image, model_file, onnx)
-    objects = open_object_store(spec.storage.uri, spec.root, endpoint_url=spec.storage.endpoint_url)
-    stored = objects.put_file(model_file, on_progress=on_progress)
-    model = ModelFile(uri=stored.uri, sha256=stored.sha256, size=stored.size, filename=model_file.name)
+        onnx = check_serve_runtime(engine(), built.images["serve"].image, model_path, onnx)
+    registry = Registry.from_spec(spec)
+    model = registry.store_model(model_path, tree=tree, on_progress=on_progress)
     git = git_info(spec.root)
     created_at = datetime.now(UTC).replace(microsecond=0)
 
@@ -225,56 +231,7 @@ def register(
             onnx=onnx,
         )
 
-    records = open_record_store(spec.registry.uri, spec.root, endpoint_url=spec.registry.endpoint_url)
-    return records.create(spec.model.name, make)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One thing `verify` looked at."""
-
-    subject: str
-    ok: bool
-    detail: str
-
-
-def verify(registry: Registry, record: Record, engine: Callable[[], Engine]) -> list[Check]:
-    """Check that the record's model bytes still hash to its SHA-256 and that both images are still
-    there, pinned by their recorded digests (and their tags not moved). The record's own digest was
-    checked when it was read."""
-    checks = [Check("record", True, f"{record.name}:{record.version} matches its digest {record.digest}")]
-    try:
-        sha256, size = registry.object_store(record).digest(record.model.uri)
-    except MregError as exc:
-        checks.append(Check("model", False, str(exc)))
-    else:
-        same = (sha256, size) == (record.model.sha256, record.model.size)
-        found = f"{size} bytes, sha256 {sha256}"
-        expected = f"{record.model.size} bytes, sha256 {record.model.sha256}"
-        detail = found if same else f"{record.model.uri} holds {found}; the record says {expected}"
-        checks.append(Check("model", same, detail))
-    opened = engine()
-    for stage, image in record.images.items():
-        checks.append(_check_image(opened, stage, image))
-    return checks
-
-
-def _check_image(engine: Engine, stage: str, image: ImageRecord) -> Check:
-    try:
-        if image.image == image.digest:  # a local image, pinned by its ID
-            found, tagged = engine.local_image_id(image.image), engine.local_image_id(image.ref)
-            where = "in the local engine"
-        else:
-            found, tagged = engine.registry_digest(image.image), engine.registry_digest(image.ref)
-            where = "in its registry"
-    except MregError as exc:
-        return Check(stage, False, str(exc))
-    if found != image.digest:
-        return Check(stage, False, f"{image.image} is gone {where}")
-    if tagged != image.digest:
-        now = f"now points to {tagged}" if tagged else "is gone"
-        return Check(stage, False, f"{image.ref} {now}; the record pins {image.digest} (re-pushed or re-tagged)")
-    return Check(stage, True, f"{image.image} present {where}")
+    return registry.create(spec.model.name, make)
 
 
 def load_build_result(spec: Spec, path: Path | None = None) -> BuildResult:
@@ -282,10 +239,10 @@ def load_build_result(spec: Spec, path: Path | None = None) -> BuildResult:
     path = path or spec.state_dir / BUILD_RESULT
     try:
         result = BuildResult.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise InvalidInputError(f"{path}: no build result; run `mreg build` first.") from None
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"{path}: no build result; run `mreg build` first.") from exc
     except (OSError, ValidationError) as exc:
-        raise InvalidInputError(f"{path}: not a build result written by mreg build ({exc}).") from None
+        raise InvalidInputError(f"{path}: not a build result written by mreg build ({exc}).") from exc
     # what the images are built from: a change to the stores' configuration does not call for a rebuild
     context = render(spec, load_lock(spec), buildkit=result.buildkit, index_secrets=result.index_secrets)
     if result.context_sha256 != context.digest():
@@ -326,14 +283,6 @@ def git_info(directory: Path) -> GitInfo | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return GitInfo(commit=commit, dirty=bool(status.strip()))
-
-
-def _image_record(image: BuiltImage) -> ImageRecord:
-    return ImageRecord(ref=image.ref, digest=image.digest, image=image.image)
-
-
-def _built(image: ImageRecord) -> BuiltImage:
-    return BuiltImage(ref=image.ref, digest=image.digest, image=image.image)
 
 
 def _saved_result(spec: Spec) -> BuildResult | None:

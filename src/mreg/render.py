@@ -17,10 +17,10 @@ from typing import Any
 
 import jinja2
 
+from mreg._inventory import INVENTORY_FILE, INVENTORY_SCRIPT, inventory_stage
 from mreg.errors import SpecError
 from mreg.indexes import SECRETS
 from mreg.lock import SETS, Lock, SetName
-from mreg.skew import INVENTORY_FILE, INVENTORY_SCRIPT, inventory_stage
 from mreg.spec import GROUPS, STAGES, Spec
 
 TEMPLATE_NAME = "Dockerfile.j2"
@@ -108,7 +108,7 @@ def render(spec: Spec, lock: Lock, *, buildkit: bool = True, index_secrets: Coll
         text = _environment(template_dir).get_template(TEMPLATE_NAME).render(variables)
     except jinja2.TemplateError as exc:
         where = f"{template_dir}/{TEMPLATE_NAME}" if template_dir else f"built-in {TEMPLATE_NAME}"
-        raise SpecError(f"{where}: cannot be rendered: {exc}.") from None
+        raise SpecError(f"{where}: cannot be rendered: {exc}.") from exc
     return BuildContext(dockerfile=_tidy(text), files=files, generated=generated)
 
 

@@ -25,10 +25,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from mreg._grammar import NAME_RULE, is_name, parse_bucket_uri, parse_reference, parse_repository, store_scheme
 from mreg.errors import SpecError
-from mreg.names import NAME_RULE, is_name
-from mreg.refs import parse_reference, parse_repository
-from mreg.s3 import parse_s3_uri
 
 Stage = Literal["train", "serve"]
 STAGES: tuple[Stage, ...] = ("train", "serve")
@@ -78,14 +76,14 @@ def _image_reference(value: str) -> str:
     try:
         return str(parse_reference(value))
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc)) from exc
 
 
 def _repository(value: str) -> str:
     try:
         return parse_repository(value)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc)) from exc
 
 
 def _requirement(value: str) -> str:
@@ -95,7 +93,7 @@ def _requirement(value: str) -> str:
         requirement = Requirement(value)
     except InvalidRequirement as exc:
         reason = str(exc).splitlines()[0]
-        raise _fail(f"is not a valid PEP 508 requirement ({reason})") from None
+        raise _fail(f"is not a valid PEP 508 requirement ({reason})") from exc
     if requirement.url:
         raise _fail("is a direct URL requirement; mreg installs from package indexes only")
     normalised = str(requirement)
@@ -134,14 +132,13 @@ def _relative_path(value: str) -> str:
 
 
 def _store_uri(value: str) -> str:
-    if value.startswith("s3://"):
-        try:
-            parse_s3_uri(value)
-        except ValueError as exc:
-            raise _fail(str(exc)) from None
-        return value
-    if not value.startswith("file://") or value == "file://":
-        raise _fail("is not a supported store URI (use file://PATH or s3://BUCKET/PREFIX)")
+    try:
+        if store_scheme(value) != "file":
+            parse_bucket_uri(value)
+        elif value == "file://":
+            raise ValueError("is not a supported store URI (use file://PATH, s3://BUCKET/PREFIX or gs://BUCKET/PREFIX)")
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
     return value
 
 
@@ -326,18 +323,18 @@ def load_spec(path: Path | str) -> Spec:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found (pass --spec PATH or run mreg beside registry.toml).") from None
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: file not found (pass --spec PATH or run mreg beside registry.toml).") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: cannot be read ({exc}).") from None
+        raise SpecError(f"{path}: cannot be read ({exc}).") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise SpecError(f"{path}: invalid TOML: {exc}.") from None
+        raise SpecError(f"{path}: invalid TOML: {exc}.") from exc
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError("\n".join(f"{path}: {line}" for line in _explain(exc, data))) from None
+        raise SpecError("\n".join(f"{path}: {line}" for line in _explain(exc, data))) from exc
     spec._source = path.absolute()
     problems = [f"{path}: {line}" for line in _missing_files(spec)]
     if problems:

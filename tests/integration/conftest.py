@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,19 +13,6 @@ import pytest
 from tests.support import free_port, wait_http
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk's image cannot be pulled here
-
-
-@pytest.fixture(scope="session")
-def docker_engine() -> None:
-    """A running Docker engine, or a skip (a failure when CI is set: a skipped e2e test proves nothing)."""
-    result = subprocess.run(
-        ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        reason = f"no Docker engine ({result.stderr.strip()}); run ../shared/ci/provision-docker.sh"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -108,7 +108,7 @@ def test_a_signal_during_the_build_stops_it_promptly_and_saves_nothing(
     assert mreg_json("build", cwd=project)["serve"]["digest"].startswith("sha256:")
 
 
-def test_a_signal_during_the_lock_leaves_no_lock(tmp_path: Path, start: Start) -> None:
+def test_a_signal_during_the_lock_leaves_no_lock(tmp_path: Path, start: Start, pypi: None) -> None:
     (tmp_path / "registry.toml").write_text('[model]\nname = "slow"\n[packages]\nshared = ["mreg-private-demo"]\n')
     with PrivateIndex("tok-slow", delay=30) as index:
         process = start("lock", cwd=tmp_path, env={"MREG_EXTRA_INDEX_URL": index.url})

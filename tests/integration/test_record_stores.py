@@ -15,7 +15,7 @@ import pytest
 
 from mreg.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
 from mreg.records import (
-    ImageRecord,
+    BuiltImage,
     ModelFile,
     ModelRef,
     Record,
@@ -28,9 +28,7 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def make_record(name: str = "iris-rf", version: int = 1, sha: str = "cd" * 32) -> Record:
-    image = ImageRecord(
-        ref="localhost:5000/iris-rf:train-0123", image=f"localhost:5000/iris-rf@{DIGEST}", digest=DIGEST
-    )
+    image = BuiltImage(ref="localhost:5000/iris-rf:train-0123", image=f"localhost:5000/iris-rf@{DIGEST}", digest=DIGEST)
     return Record(
         name=name,
         version=version,

@@ -20,10 +20,10 @@ import pytest
 import requests
 
 from mreg import pipeline
+from mreg.guards.skew import ImageEnvironment
 from mreg.lock import Lock, LockedPackage, load_lock, lock_inputs
-from mreg.records import ImageRecord
+from mreg.records import BuiltImage
 from mreg.render import render
-from mreg.skew import ImageEnvironment
 from mreg.spec import Spec, Stage, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def save_build(project: Path, stages: tuple[Stage, ...] = ("train", "serve")) ->
         context_sha256=render(spec, lock).digest(),
         buildkit=True,
         images={
-            stage: ImageRecord(ref=f"mreg/iris-rf:{stage}-x", digest=DIGESTS[stage], image=DIGESTS[stage])
+            stage: BuiltImage(ref=f"mreg/iris-rf:{stage}-x", digest=DIGESTS[stage], image=DIGESTS[stage])
             for stage in stages
         },
         environments={stage: ImageEnvironment(python="3.11.2", packages=lock.pins(stage)) for stage in stages},

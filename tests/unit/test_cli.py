@@ -25,8 +25,8 @@ def test_help_imports_no_heavy_library() -> None:
 def test_build_progress_outside_a_terminal_is_plain_lines_without_rich() -> None:
     probe = (
         "import sys\n"
-        "from mreg.cli import _progress\n"
-        "with _progress('building') as on_line:\n"
+        "from mreg.cli._app import build_progress\n"
+        "with build_progress('building') as on_line:\n"
         "    on_line('#1 DONE')\n"
         "print('rich' in sys.modules)\n"
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mreg._grammar import registry_host
 from mreg.engine import with_login_hint
 from mreg.engine.buildx import bake_argv, bake_definition, build_argv
-from mreg.refs import registry_host
 
 
 def test_build_argv_is_a_plain_argument_list() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-from mreg.onnx_model import read_onnx
+from mreg.guards.onnx import read_onnx
 from tests.support.onnx_models import identity_model
 
 

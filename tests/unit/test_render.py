@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path
@@ -16,10 +15,9 @@ from mreg.lock import load_lock
 from mreg.render import BuildContext, render
 from mreg.spec import Spec, load_spec
 from tests.support import make_lock
+from tests.support.golden import GOLDEN, check_golden
 
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN = REPO / "tests" / "data" / "golden"
-UPDATE = os.environ.get("MREG_UPDATE_GOLDEN") == "1"
 
 HOSTILE = """
 [model]
@@ -34,14 +32,6 @@ serve = ["libpq5", "g++"]
 [stages.serve]
 command = ["sh", "-c", "echo \\"$HOME\\" && exit 0"]
 """
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if UPDATE:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} changed; rerun with MREG_UPDATE_GOLDEN=1 if that is intended"
 
 
 def instructions(text: str) -> list[str]:

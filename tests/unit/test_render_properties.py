@@ -18,15 +18,15 @@ from functools import lru_cache
 from typing import Any
 
 import dockerfile
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic import ValidationError
 
+from mreg._inventory import INVENTORY_SCRIPT
 from mreg.lock import UV_VERSION, Lock
 from mreg.render import LABEL_PREFIX, OCI_PREFIX, render, stage_labels, template_variables
-from mreg.skew import INVENTORY_SCRIPT
 from mreg.spec import GROUPS, RESERVED_LABEL_PREFIXES, STAGES, Spec
 from tests.support import make_lock
 
@@ -41,7 +41,7 @@ MREG_LABELS = {
 }
 STAGE_OF_GROUP = {"shared": "base", "train": "train", "serve": "serve"}
 # 2,500 examples in about 45 s: generating whole specs is what takes the time
-SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings()  # the profile's (tests/conftest.py): thorough under CI, quick elsewhere
 
 # --- strategies --------------------------------------------------------------------------------------------
 
@@ -397,7 +397,7 @@ def test_label_values_and_commands_round_trip(
     check_rendering(spec, data, lock_for(spec), buildkit=buildkit)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=settings().max_examples // 2)
 @given(value=st.text(PRINTABLE, min_size=1, max_size=1024))
 def test_any_printable_label_value_and_argument_round_trip(value: str) -> None:
     data: dict[str, Any] = {

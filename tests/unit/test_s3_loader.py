@@ -10,7 +10,7 @@ import pytest
 from botocore.exceptions import UnknownServiceError
 from botocore.loaders import create_loader
 
-from mreg.s3_loader import service_loader
+from mreg._s3_loader import service_loader
 
 
 def test_it_loads_what_botocores_own_loader_loads() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from mreg.errors import SkewError
+from mreg.guards.skew import ImageEnvironment, check_environments
 from mreg.lock import Lock
-from mreg.skew import ImageEnvironment, check_environments
 from mreg.spec import load_spec
 from tests.support import make_lock
 

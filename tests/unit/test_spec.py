@@ -223,8 +223,8 @@ def test_digest_ignores_comments_and_key_order(tmp_path: Path) -> None:
         ),
         (
             MINIMAL + '[storage]\nuri = "ftp://models"\n',
-            'registry.toml: storage.uri = "ftp://models": is not a supported store URI (use file://PATH or '
-            "s3://BUCKET/PREFIX).",
+            'registry.toml: storage.uri = "ftp://models": is not a supported store URI (use file://PATH, '
+            "s3://BUCKET/PREFIX or gs://BUCKET/PREFIX).",
         ),
         (
             MINIMAL + '[registry]\nuri = "s3://My_Bucket/x"\n',

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from mreg._grammar import registry_host
 from mreg.errors import EngineError
-from mreg.refs import registry_host
 
 EngineName = Literal["auto", "buildx", "docker"]
 LineSink = Callable[[str], None]
@@ -38,17 +39,19 @@ def with_login_hint(ref: str, message: str) -> str:
     )
 
 
-@dataclass(frozen=True)
-class BuiltImage:
-    """One built image: its tag reference, its digest and a reference `docker run` accepts.
+class BuiltImage(BaseModel):
+    """One built image: its tag reference, a reference `docker run` accepts, and its digest.
 
     Pushed: `digest` is the registry's manifest digest and `image` is `repo@digest`.
     Local only: `digest` is the image ID, which is also what `image` holds.
+    Records keep the same three fields for each of their images.
     """
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     ref: str
-    digest: str
     image: str
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
 
     @property
     def in_registry(self) -> bool:

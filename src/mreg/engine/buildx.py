@@ -11,10 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mreg._grammar import SHA256_DIGEST_RE
 from mreg.engine import BuiltImage, LineSink, Redactor, with_login_hint
-from mreg.engine.process import capture, error_text, run, stream
+from mreg.engine._process import capture, error_text, run, stream
 from mreg.errors import EngineError
-from mreg.refs import SHA256_DIGEST_RE
 
 PLUGIN_DIRS = (
     "/usr/local/lib/docker/cli-plugins",
@@ -174,7 +174,7 @@ class BuildxEngine:
         try:
             stream(["docker", "push", "--", ref], on_line=on_line, what=f"docker push {ref}")
         except EngineError as exc:
-            raise EngineError(with_login_hint(ref, str(exc))) from None
+            raise EngineError(with_login_hint(ref, str(exc))) from exc
         digest = self.registry_digest(ref)
         if digest is None:
             raise EngineError(f"pushed {ref}, but its registry does not know the tag.")

@@ -11,10 +11,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from mreg._grammar import SHA256_DIGEST_RE, parse_reference
 from mreg.engine import BuiltImage, LineSink, Redactor, with_login_hint
-from mreg.engine.process import capture
+from mreg.engine._process import capture
 from mreg.errors import EngineError
-from mreg.refs import SHA256_DIGEST_RE, parse_reference
 
 
 def _tar_of(source: Path, name: str) -> IO[bytes]:
@@ -39,7 +39,7 @@ def _context_endpoint() -> dict[str, Any]:
         arguments: dict[str, Any] = {"base_url": endpoint["Host"]}
         tls_path = Path(context["Storage"]["TLSPath"], "docker")
     except (ValueError, LookupError, TypeError) as exc:
-        raise EngineError(f"docker context inspect: unexpected output ({exc!r}).") from None
+        raise EngineError(f"docker context inspect: unexpected output ({exc!r}).") from exc
     if tls_path.is_dir():  # a context made with --docker "host=tcp://...,ca=...,cert=...,key=..."
         from docker.tls import TLSConfig
 
@@ -64,7 +64,7 @@ def _client() -> Any:
             return docker.DockerClient(**endpoint)
         return docker.from_env()
     except DockerException as exc:
-        raise EngineError(f"cannot reach the Docker engine: {exc}") from None
+        raise EngineError(f"cannot reach the Docker engine: {exc}") from exc
 
 
 class DockerSdkEngine:
@@ -89,7 +89,7 @@ class DockerSdkEngine:
         except self._not_found:
             return None
         except self._api_error as exc:
-            raise EngineError(f"cannot inspect local image {ref}: {exc}") from None
+            raise EngineError(f"cannot inspect local image {ref}: {exc}") from exc
 
     def registry_digest(self, ref: str) -> str | None:
         try:
@@ -99,7 +99,7 @@ class DockerSdkEngine:
         except self._api_error as exc:
             if "manifest unknown" in str(exc) or "not found" in str(exc):
                 return None
-            raise EngineError(with_login_hint(ref, f"cannot read {ref} from its registry: {exc}")) from None
+            raise EngineError(with_login_hint(ref, f"cannot read {ref} from its registry: {exc}")) from exc
         if not SHA256_DIGEST_RE.fullmatch(str(digest)):
             raise EngineError(f"the registry returned no valid sha256 digest for {ref}: {digest!r}")
         return str(digest)
@@ -140,7 +140,7 @@ class DockerSdkEngine:
         try:
             self._follow(chunks, on_line, what=f"push of {ref}")
         except EngineError as exc:
-            raise EngineError(with_login_hint(ref, str(exc))) from None
+            raise EngineError(with_login_hint(ref, str(exc))) from exc
         digest = self.registry_digest(ref)
         if digest is None:
             raise EngineError(f"pushed {ref}, but its registry does not know the tag.")
@@ -154,7 +154,7 @@ class DockerSdkEngine:
                 image, command=list(argv[1:]), entrypoint=[argv[0]], network_mode="none"
             )
         except self._api_error as exc:
-            raise EngineError(f"cannot create a container of {image}: {exc}") from None
+            raise EngineError(f"cannot create a container of {image}: {exc}") from exc
         try:
             for target, source in (files or {}).items():
                 container.put_archive(str(PurePosixPath(target).parent), _tar_of(source, PurePosixPath(target).name))
@@ -166,7 +166,7 @@ class DockerSdkEngine:
                 raise EngineError(f"{argv[0]} in {image} exited {status.get('StatusCode')}: {stderr or 'no output'}")
             return str(stdout)
         except self._api_error as exc:
-            raise EngineError(f"running {argv[0]} in {image} failed: {exc}") from None
+            raise EngineError(f"running {argv[0]} in {image} failed: {exc}") from exc
         finally:
             container.remove(force=True)
 
@@ -188,4 +188,4 @@ class DockerSdkEngine:
                         if line.strip():
                             on_line(line)
         except self._api_error as exc:
-            raise EngineError(f"{what} failed: {exc}") from None
+            raise EngineError(f"{what} failed: {exc}") from exc

@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mreg._fileio import fsync_directory, incoming, write_durably
 from mreg.errors import StorageError
-from mreg.fileio import fsync_directory, incoming, write_durably
-from mreg.records import RecordStore
+from mreg.records.store import RecordStore
 
 
 class FileRecordStore(RecordStore):
@@ -28,6 +28,10 @@ class FileRecordStore(RecordStore):
             return []
         return sorted(entry.name for entry in self.root.iterdir() if (entry / "versions").is_dir())
 
+    def _alias_names(self, name: str) -> list[str]:
+        directory = self.root / name / "aliases"
+        return [entry.name for entry in directory.iterdir() if entry.is_dir()] if directory.is_dir() else []
+
     def _path(self, name: str, version: int) -> Path:
         return self.root / name / "versions" / f"{version:010d}.json"
 
@@ -37,7 +41,7 @@ class FileRecordStore(RecordStore):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StorageError(f"cannot read {self._path(name, version)}: {exc}.") from None
+            raise StorageError(f"cannot read {self._path(name, version)}: {exc}.") from exc
 
     def _exists(self, name: str, version: int) -> bool:
         return self._path(name, version).exists()
@@ -59,7 +63,7 @@ class FileRecordStore(RecordStore):
                 handle.close()
                 temporary.replace(directory / "latest")
         except OSError as exc:
-            raise StorageError(f"cannot update {directory / 'latest'}: {exc}.") from None
+            raise StorageError(f"cannot update {directory / 'latest'}: {exc}.") from exc
 
     def _highest(self, name: str) -> int:
         return max(_numbers(self.root / name / "versions"), default=0)
@@ -72,7 +76,7 @@ class FileRecordStore(RecordStore):
         try:
             return (directory / f"{sequence:010d}.json").read_bytes(), sequence
         except OSError as exc:
-            raise StorageError(f"cannot read alias {name}@{alias} under {directory}: {exc}.") from None
+            raise StorageError(f"cannot read alias {name}@{alias} under {directory}: {exc}.") from exc
 
     def _swap_alias(self, name: str, alias: str, data: bytes, token: Any) -> bool:
         return _link_new(self.root / name / "aliases" / alias / f"{token + 1:010d}.json", data)
@@ -98,6 +102,6 @@ def _link_new(path: Path, data: bytes) -> bool:
     except FileExistsError:
         return False
     except OSError as exc:
-        raise StorageError(f"cannot write {path}: {exc}.") from None
+        raise StorageError(f"cannot write {path}: {exc}.") from exc
     fsync_directory(path.parent)
     return True

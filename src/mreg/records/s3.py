@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mreg.records import RecordStore
-from mreg.s3 import S3Location, S3Resource, boto_errors, error_code, translate
-
-_ABSENT = {"404", "NoSuchKey", "NotFound"}
-_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+from mreg._s3 import ABSENT, CONFLICT, S3Location, S3Resource, boto_errors, error_code, translate
+from mreg.records.store import RecordStore
 
 
 class S3RecordStore(RecordStore, S3Resource):
@@ -23,16 +20,30 @@ class S3RecordStore(RecordStore, S3Resource):
         self.where = location.uri(location.prefix).rstrip("/")
 
     def models(self) -> list[str]:
-        prefix = self.location.key("models", "")
-        names: list[str] = []
+        return sorted(name.rstrip("/") for name in self._list(self.location.key("models", ""), delimited=True))
+
+    def _alias_names(self, name: str) -> list[str]:
+        return [
+            key.removesuffix(".json") for key in self._list(self._key(name, "aliases", "")) if key.endswith(".json")
+        ]
+
+    def _list(self, prefix: str, *, delimited: bool = False) -> list[str]:
+        """What lies below `prefix` (the part after it): keys, or with `delimited` the next level's prefixes."""
+        found: list[str] = []
+        extra: dict[str, str] = {"Delimiter": "/"} if delimited else {}
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.location.bucket, Prefix=prefix, Delimiter="/"
+                Bucket=self.location.bucket,
+                Prefix=prefix,
+                **extra,  # type: ignore[arg-type]
             ):
-                names += [entry["Prefix"][len(prefix) :].rstrip("/") for entry in page.get("CommonPrefixes", [])]
+                if delimited:
+                    found += [entry["Prefix"][len(prefix) :] for entry in page.get("CommonPrefixes", [])]
+                else:
+                    found += [entry["Key"][len(prefix) :] for entry in page.get("Contents", [])]
         except boto_errors() as exc:
-            raise translate(exc, f"list the models in {self.where}") from None
-        return sorted(names)
+            raise translate(exc, f"list {self.location.uri(prefix)}") from exc
+        return found
 
     def _key(self, name: str, *parts: str) -> str:
         return self.location.key("models", name, *parts)
@@ -45,9 +56,9 @@ class S3RecordStore(RecordStore, S3Resource):
             response = self.client.get_object(Bucket=self.location.bucket, Key=key)
             return response["Body"].read(), response["ETag"]
         except boto_errors() as exc:
-            if error_code(exc) in _ABSENT:
+            if error_code(exc) in ABSENT:
                 return None
-            raise translate(exc, f"read {self.location.uri(key)}") from None
+            raise translate(exc, f"read {self.location.uri(key)}") from exc
 
     def _put(self, key: str, data: bytes, **condition: str) -> bool:
         """Conditional write; False when the condition does not hold (someone else wrote first)."""
@@ -60,9 +71,9 @@ class S3RecordStore(RecordStore, S3Resource):
                 **condition,  # type: ignore[arg-type]
             )
         except boto_errors() as exc:
-            if error_code(exc) in _CONFLICT:
+            if error_code(exc) in CONFLICT:
                 return False
-            raise translate(exc, f"write {self.location.uri(key)}") from None
+            raise translate(exc, f"write {self.location.uri(key)}") from exc
         return True
 
     def _read(self, name: str, version: int) -> bytes | None:
@@ -74,9 +85,9 @@ class S3RecordStore(RecordStore, S3Resource):
         try:
             self.client.head_object(Bucket=self.location.bucket, Key=key)
         except boto_errors() as exc:
-            if error_code(exc) in _ABSENT:
+            if error_code(exc) in ABSENT:
                 return False
-            raise translate(exc, f"look up {self.location.uri(key)}") from None
+            raise translate(exc, f"look up {self.location.uri(key)}") from exc
         return True
 
     def _create(self, name: str, version: int, data: bytes) -> bool:
@@ -93,18 +104,8 @@ class S3RecordStore(RecordStore, S3Resource):
         self._put(self._key(name, "latest"), str(version).encode())
 
     def _highest(self, name: str) -> int:
-        prefix = self._key(name, "versions", "")
-        highest = 0
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.location.bucket, Prefix=prefix
-            ):
-                for entry in page.get("Contents", []):
-                    stem = entry["Key"][len(prefix) :].removesuffix(".json")
-                    highest = max(highest, int(stem)) if stem.isdigit() else highest
-        except boto_errors() as exc:
-            raise translate(exc, f"list the versions of {name} in {self.where}") from None
-        return highest
+        stems = (key.removesuffix(".json") for key in self._list(self._key(name, "versions", "")))
+        return max((int(stem) for stem in stems if stem.isdigit()), default=0)
 
     def _read_alias(self, name: str, alias: str) -> tuple[bytes | None, Any]:
         found = self._get(self._key(name, "aliases", f"{alias}.json"))

@@ -1,6 +1,7 @@
 """Model binaries in object storage, content-addressed (`<root>/sha256/<hex>`), streamed and checksummed.
 
-Two backends: a local directory (`file://`, the default) and any S3-compatible store (`s3://`).
+Three backends: a local directory (`file://`, the default), any S3-compatible store (`s3://`) and Google
+Cloud Storage (`gs://`), chosen by `open_object_store` from the URI's scheme.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from mreg.errors import InvalidInputError
+from mreg._fileio import incoming
+from mreg._grammar import local_store_path, store_scheme
+from mreg.errors import IntegrityError, InvalidInputError
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int], None]
@@ -30,6 +33,10 @@ class StoredObject:
 class ObjectStore(Protocol):
     """Where model binaries live."""
 
+    @property
+    def uri(self) -> str:
+        """The store's own URI (`file:///...`, `s3://bucket/prefix`, `gs://bucket/prefix`)."""
+
     def put_file(self, path: Path, *, on_progress: Progress | None = None) -> StoredObject:
         """Store the file's bytes, hashing them in the same read; return it once stored and verified.
 
@@ -42,6 +49,12 @@ class ObjectStore(Protocol):
 
     def digest(self, uri: str) -> tuple[str, int]:
         """SHA-256 and size of the bytes stored at `uri`, read in full (for `verify`)."""
+
+    def find(self, sha256: str, size: int) -> str | None:
+        """The URI of an object holding `size` bytes that hash to `sha256`, or None (for deduplication)."""
+
+    def read_into(self, uri: str, sink: BinaryIO, on_progress: Progress | None = None) -> tuple[str, int]:
+        """Stream the object at `uri` into `sink`; return the SHA-256 and size of what was read."""
 
 
 def hash_stream(source: BinaryIO, sink: BinaryIO | None = None, on_progress: Progress | None = None) -> tuple[str, int]:
@@ -57,33 +70,40 @@ def hash_stream(source: BinaryIO, sink: BinaryIO | None = None, on_progress: Pro
     return sha.hexdigest(), size
 
 
-def open_object_store(uri: str, root: Path, *, endpoint_url: str | None = None) -> ObjectStore:
-    """The object store behind `uri` (`file://PATH`, relative to `root`, or `s3://bucket/prefix`)."""
-    if uri.startswith("s3://"):
-        from mreg.s3 import store_location
+def fetch_verified(
+    destination: Path, sha256: str, uri: str, copy: Callable[[BinaryIO], str], *, mode: int = 0o644
+) -> None:
+    """The one "fetch, verify, replace" step of every backend: `copy` writes the object into a temporary
+    file beside `destination` and returns the SHA-256 it read; only matching bytes replace `destination`."""
+    with incoming(destination.parent) as (sink, temporary):
+        actual = copy(sink)
+        sink.close()
+        if actual != sha256:
+            raise IntegrityError(f"{uri} hashes to {actual}, but the record says {sha256}.")
+        temporary.chmod(mode)
+        temporary.replace(destination)
+
+
+def open_object_store(uri: str, root: Path = Path("/"), *, endpoint_url: str | None = None) -> ObjectStore:
+    """The object store behind a store URI (`file://PATH`, relative to `root`, `s3://bucket/prefix`,
+    `gs://bucket/prefix`), or one that can read the object an object URI names."""
+    try:
+        scheme = store_scheme(uri)
+    except ValueError as exc:
+        raise InvalidInputError(f"{uri}: {exc}.") from exc
+    if scheme == "s3":
+        from mreg._s3 import store_location
         from mreg.storage.s3 import S3ObjectStore
 
         return S3ObjectStore(store_location(uri), endpoint_url=endpoint_url)
+    if scheme == "gs":
+        from mreg._gcs import store_location as gs_location
+        from mreg.storage.gs import GsObjectStore
+
+        return GsObjectStore(gs_location(uri))
     from mreg.storage.file import FileObjectStore
 
-    return FileObjectStore(local_root(uri, root))
-
-
-def object_store_for(uri: str, *, endpoint_url: str | None = None) -> ObjectStore:
-    """A store that can read the object a record points to (`file:///...` or `s3://bucket/key`)."""
-    if uri.startswith("s3://"):
-        from mreg.s3 import S3Location
-        from mreg.storage.s3 import S3ObjectStore
-
-        bucket = uri.removeprefix("s3://").partition("/")[0]
-        return S3ObjectStore(S3Location(bucket, ""), endpoint_url=endpoint_url)
-    from mreg.storage.file import FileObjectStore
-
-    return FileObjectStore(Path("/"))
-
-
-def local_root(uri: str, root: Path) -> Path:
-    """The directory of a `file://` store URI; a relative path resolves against `root`."""
-    if not uri.startswith("file://"):
-        raise InvalidInputError(f"{uri}: unsupported store URI (use file://PATH or s3://BUCKET/PREFIX).")
-    return (root / uri.removeprefix("file://")).resolve()
+    try:
+        return FileObjectStore(local_store_path(uri, root))
+    except ValueError as exc:
+        raise InvalidInputError(f"{uri}: {exc}.") from exc

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
+from mreg._fileio import fsync_directory, incoming, write_durably
 from mreg.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
-from mreg.fileio import fsync_directory, incoming, write_durably
-from mreg.storage import Progress, StoredObject, hash_stream
+from mreg.storage import Progress, StoredObject, fetch_verified, hash_stream
 
 
 def file_sha256(path: Path) -> str:
@@ -22,11 +23,15 @@ class FileObjectStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @property
+    def uri(self) -> str:
+        return self.root.as_uri()
+
     def put_file(self, path: Path, *, on_progress: Progress | None = None) -> StoredObject:
         try:
             source = path.open("rb")
         except OSError as exc:
-            raise InvalidInputError(f"{path}: cannot be read ({exc.strerror}).") from None
+            raise InvalidInputError(f"{path}: cannot be read ({exc.strerror}).") from exc
         objects = self.root / "sha256"
         try:
             objects.mkdir(parents=True, exist_ok=True)
@@ -40,7 +45,7 @@ class FileObjectStore:
                     temporary.replace(final)
                     fsync_directory(objects)
         except OSError as exc:
-            raise StorageError(f"cannot store {path} under {self.root}: {exc}.") from None
+            raise StorageError(f"cannot store {path} under {self.root}: {exc}.") from exc
         if file_sha256(final) != sha256:
             raise IntegrityError(f"{final} does not hash to {sha256} after it was written.")
         return StoredObject(uri=final.as_uri(), sha256=sha256, size=size)
@@ -48,26 +53,39 @@ class FileObjectStore:
     def fetch(self, uri: str, sha256: str, destination: Path, *, on_progress: Progress | None = None) -> None:
         source = file_uri_path(uri)
         try:
-            with source.open("rb") as reader, incoming(destination.parent) as (handle, temporary):
-                actual, _ = hash_stream(reader, handle, on_progress)
-                handle.close()
-                if actual != sha256:
-                    raise IntegrityError(f"{uri} hashes to {actual}, but the record says {sha256}.")
-                temporary.chmod(0o644)
-                temporary.replace(destination)
-        except FileNotFoundError:
-            raise NotFoundError(f"{uri} does not exist.") from None
+            with source.open("rb") as reader:
+                fetch_verified(destination, sha256, uri, lambda sink: hash_stream(reader, sink, on_progress)[0])
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{uri} does not exist.") from exc
         except OSError as exc:
-            raise StorageError(f"cannot copy {uri} to {destination}: {exc}.") from None
+            raise StorageError(f"cannot copy {uri} to {destination}: {exc}.") from exc
+
+    def find(self, sha256: str, size: int) -> str | None:
+        path = self.root / "sha256" / sha256
+        try:
+            return path.as_uri() if path.stat().st_size == size else None
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot look up {path}: {exc}.") from exc
+
+    def read_into(self, uri: str, sink: BinaryIO, on_progress: Progress | None = None) -> tuple[str, int]:
+        try:
+            with file_uri_path(uri).open("rb") as reader:
+                return hash_stream(reader, sink, on_progress)
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{uri} does not exist.") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {uri}: {exc}.") from exc
 
     def digest(self, uri: str) -> tuple[str, int]:
         try:
             with file_uri_path(uri).open("rb") as reader:
                 return hash_stream(reader)
-        except FileNotFoundError:
-            raise NotFoundError(f"{uri} does not exist.") from None
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{uri} does not exist.") from exc
         except OSError as exc:
-            raise StorageError(f"cannot read {uri}: {exc}.") from None
+            raise StorageError(f"cannot read {uri}: {exc}.") from exc
 
 
 def file_uri_path(uri: str) -> Path:

@@ -28,15 +28,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mreg._s3 import ABORT_BACKOFF, ABSENT, CONFLICT, S3Resource, boto_errors, error_code, object_location, translate
 from mreg.errors import IntegrityError, InvalidInputError, StorageError
-from mreg.fileio import incoming
-from mreg.s3 import ABORT_BACKOFF, S3Resource, boto_errors, error_code, object_location, translate
-from mreg.storage import Progress, StoredObject, hash_stream
+from mreg.storage import Progress, StoredObject, fetch_verified, hash_stream
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000
-_ABSENT = {"404", "NoSuchKey", "NotFound"}
-_CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 def _b64(digest: bytes) -> str:
@@ -55,11 +52,15 @@ class S3ObjectStore(S3Resource):
     part_size = 8 * MiB
     concurrency = 8
 
+    @property
+    def uri(self) -> str:
+        return self.location.uri(self.location.prefix).rstrip("/")
+
     def put_file(self, path: Path, *, on_progress: Progress | None = None) -> StoredObject:
         try:
             source = path.open("rb")
         except OSError as exc:
-            raise InvalidInputError(f"{path}: cannot be read ({exc.strerror}).") from None
+            raise InvalidInputError(f"{path}: cannot be read ({exc.strerror}).") from exc
         blob = self.location.key("blobs", uuid.uuid4().hex)
         with source, self._discarded_unless_kept(blob) as keep:
             size = Path(path).stat().st_size
@@ -73,16 +74,26 @@ class S3ObjectStore(S3Resource):
         return StoredObject(uri=self.location.uri(stored), sha256=sha256, size=size)
 
     def fetch(self, uri: str, sha256: str, destination: Path, *, on_progress: Progress | None = None) -> None:
-        with incoming(destination.parent) as (sink, temporary):
-            actual, _ = self._read(uri, sink, on_progress)
-            sink.close()
-            if actual != sha256:
-                raise IntegrityError(f"{uri} hashes to {actual}, but the record says {sha256}.")
-            temporary.chmod(0o644)
-            temporary.replace(destination)
+        fetch_verified(destination, sha256, uri, lambda sink: self._read(uri, sink, on_progress)[0])
 
     def digest(self, uri: str) -> tuple[str, int]:
         return self._read(uri, None, None)
+
+    def find(self, sha256: str, size: int) -> str | None:
+        address = self.location.key("sha256", sha256)
+        try:
+            claimed = json.loads(self.client.get_object(Bucket=self.location.bucket, Key=address)["Body"].read())
+            blob = str(claimed["blob"])
+            return self.location.uri(blob) if claimed.get("size") == size and self._exists(blob, size) else None
+        except boto_errors() as exc:
+            if error_code(exc) in ABSENT:
+                return None
+            raise translate(exc, f"look up {self.location.uri(address)}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageError(f"{self.location.uri(address)} is not an index mreg wrote.") from exc
+
+    def read_into(self, uri: str, sink: BinaryIO, on_progress: Progress | None = None) -> tuple[str, int]:
+        return self._read(uri, sink, on_progress)
 
     def _read(self, uri: str, sink: BinaryIO | None, on_progress: Progress | None) -> tuple[str, int]:
         bucket, key = object_location(uri)
@@ -91,7 +102,7 @@ class S3ObjectStore(S3Resource):
             with body:
                 return hash_stream(body, sink, on_progress)  # type: ignore[arg-type]
         except boto_errors() as exc:
-            raise translate(exc, f"read {uri}") from None
+            raise translate(exc, f"read {uri}") from exc
 
     def _put_small(self, data: bytes, key: str, on_progress: Progress | None) -> str:
         """One request, with the SHA-256 for S3 to check; read back, so that any S3 server is checked."""
@@ -102,7 +113,7 @@ class S3ObjectStore(S3Resource):
                 Bucket=self.location.bucket, Key=key, Body=data, ChecksumSHA256=_b64(digest.digest())
             )
         except boto_errors() as exc:
-            raise translate(exc, f"upload to {uri}") from None
+            raise translate(exc, f"upload to {uri}") from exc
         if on_progress is not None:
             on_progress(len(data))
         stored, size = self.digest(uri)
@@ -117,7 +128,7 @@ class S3ObjectStore(S3Resource):
         try:
             upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
         except boto_errors() as exc:
-            raise translate(exc, what) from None
+            raise translate(exc, what) from exc
         whole = hashlib.sha256()
         checksums: list[str] = []
         futures: list[Future[dict[str, Any]]] = []
@@ -160,7 +171,7 @@ class S3ObjectStore(S3Resource):
             pool.shutdown(wait=True, cancel_futures=True)
             self._abort(key, upload_id)
             if isinstance(exc, boto_errors()):
-                raise translate(exc, what) from None
+                raise translate(exc, what) from exc
             raise
         pool.shutdown(wait=True)
         answered, expected = completed.get("ChecksumSHA256"), composite_checksum(checksums)
@@ -180,7 +191,7 @@ class S3ObjectStore(S3Resource):
                 try:
                     existing = client.get_object(Bucket=bucket, Key=address)
                 except boto_errors() as exc:
-                    if error_code(exc) not in _ABSENT:
+                    if error_code(exc) not in ABSENT:
                         raise
                     condition = {"IfNoneMatch": "*"}
                 else:
@@ -191,21 +202,21 @@ class S3ObjectStore(S3Resource):
                 try:
                     client.put_object(Bucket=bucket, Key=address, Body=document, **condition)  # type: ignore[arg-type]
                 except boto_errors() as exc:
-                    if error_code(exc) in _CONFLICT:
+                    if error_code(exc) in CONFLICT:
                         continue  # someone claimed it meanwhile: look again
                     raise
                 return blob
         except boto_errors() as exc:
-            raise translate(exc, f"store {self.location.uri(address)}") from None
-        except (ValueError, KeyError):
-            raise StorageError(f"{self.location.uri(address)} is not an index mreg wrote.") from None
+            raise translate(exc, f"store {self.location.uri(address)}") from exc
+        except (ValueError, KeyError) as exc:
+            raise StorageError(f"{self.location.uri(address)} is not an index mreg wrote.") from exc
         raise StorageError(f"could not claim {self.location.uri(address)}: it keeps changing.")
 
     def _exists(self, key: str, size: int) -> bool:
         try:
             head = self.client.head_object(Bucket=self.location.bucket, Key=key)
         except boto_errors() as exc:
-            if error_code(exc) in _ABSENT:
+            if error_code(exc) in ABSENT:
                 return False
             raise
         return head.get("ContentLength") == size
@@ -246,4 +257,4 @@ class S3ObjectStore(S3Resource):
             try:
                 self.client.delete_object(Bucket=self.location.bucket, Key=key)
             except boto_errors() as exc:
-                raise translate(exc, f"delete the duplicate {self.location.uri(key)}") from None
+                raise translate(exc, f"delete the duplicate {self.location.uri(key)}") from exc

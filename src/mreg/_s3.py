@@ -1,7 +1,7 @@
 """What the S3 object store and the S3 record store share: locations, the client, and error translation.
 
 The client uses boto3's own configuration chain (credentials, region, profiles, `AWS_ENDPOINT_URL`), so any
-S3-compatible server works (AWS S3, MinIO, GCS interoperability). Transient failures (connection resets,
+S3-compatible server works (AWS S3, MinIO). Transient failures (connection resets,
 5xx, throttling) are retried by botocore's standard retry mode with bounded exponential backoff;
 permanent ones fail at once with a message that says what to fix. Credentials never leave boto3.
 """
@@ -9,39 +9,28 @@ permanent ones fail at once with a message that says what to fix. Credentials ne
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from mreg._grammar import BucketLocation, parse_bucket_uri
 from mreg.errors import InvalidInputError, MregError, NotFoundError, StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-PREFIX_PART_RE = re.compile(r"[A-Za-z0-9._-]+")
 MAX_ATTEMPTS = 6
 """Per request, by botocore's standard retry mode (AWS_MAX_ATTEMPTS and AWS_RETRY_MODE override it)."""
 ABORT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 """Waits between attempts to abort a failed multipart upload: the server may be coming back."""
+ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
+"""Codes of a read or lookup of a key that does not exist."""
+CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+"""Codes of a conditional write (`If-None-Match`, `If-Match`) that lost to another writer."""
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchBucket", "NoSuchUpload"}
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 
 
-@dataclass(frozen=True)
-class S3Location:
-    """`s3://bucket/prefix`: where a store keeps its objects."""
-
-    bucket: str
-    prefix: str
-
-    def key(self, *parts: str) -> str:
-        """The key of `parts` below the prefix."""
-        return "/".join([self.prefix, *parts] if self.prefix else parts)
-
-    def uri(self, key: str) -> str:
-        """The `s3://` URI of a key."""
-        return f"s3://{self.bucket}/{key}"
+S3Location = BucketLocation
+"""`s3://bucket/prefix`: where a store keeps its objects."""
 
 
 class S3Resource:
@@ -62,30 +51,17 @@ class S3Resource:
 def store_location(uri: str) -> S3Location:
     """The location of a store's `s3://` URI; InvalidInputError naming the URI when it is not one."""
     try:
-        return parse_s3_uri(uri)
+        location = parse_bucket_uri(uri)
     except ValueError as exc:
-        raise InvalidInputError(f"{uri}: {exc}.") from None
-
-
-def parse_s3_uri(uri: str) -> S3Location:
-    """Split and check `s3://bucket[/prefix]`; raise ValueError with the reason."""
-    if not uri.startswith("s3://"):
-        raise ValueError("is not an s3:// URI")
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    if not BUCKET_RE.fullmatch(bucket) or ".." in bucket:
-        raise ValueError(f"names an invalid bucket {bucket!r} (3-63 lower-case letters, digits, '.', '-')")
-    prefix = prefix.strip("/")
-    if prefix and not all(PREFIX_PART_RE.fullmatch(part) and part not in {".", ".."} for part in prefix.split("/")):
-        raise ValueError("has an invalid prefix (letters, digits, '.', '_', '-' separated by '/'; no '..')")
-    return S3Location(bucket, prefix)
+        raise InvalidInputError(f"{uri}: {exc}.") from exc
+    if location.scheme != "s3":
+        raise InvalidInputError(f"{uri}: is not an s3:// URI.")
+    return location
 
 
 def object_location(uri: str) -> tuple[str, str]:
     """(bucket, key) of an object's `s3://bucket/key` URI."""
-    try:
-        location = parse_s3_uri(uri)
-    except ValueError as exc:
-        raise InvalidInputError(f"{uri}: {exc}.") from None
+    location = store_location(uri)
     if not location.prefix:
         raise InvalidInputError(f"{uri}: names a bucket, not an object.")
     return location.bucket, location.prefix
@@ -97,7 +73,7 @@ def make_client(endpoint_url: str | None = None) -> S3Client:
     import botocore.session
     from botocore.config import Config
 
-    from mreg.s3_loader import service_loader
+    from mreg._s3_loader import service_loader
 
     retries: Any = {
         "mode": os.environ.get("AWS_RETRY_MODE", "standard"),

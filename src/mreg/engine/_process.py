@@ -41,7 +41,7 @@ def stream(
             bufsize=1,
         )
     except OSError as exc:
-        raise EngineError(f"{what} could not start {argv[0]!r}: {exc.strerror}.") from None
+        raise EngineError(f"{what} could not start {argv[0]!r}: {exc.strerror}.") from exc
     try:
         assert proc.stdout is not None  # noqa: S101 - set by stdout=PIPE
         for raw in proc.stdout:
@@ -55,7 +55,9 @@ def stream(
         raise
     if returncode != 0:
         output = "\n".join(f"  {line}" for line in tail)
-        raise EngineError(f"{what} failed (exit code {returncode}). Last lines of its output:\n{output}")
+        raise EngineError(f"{what} failed (exit code {returncode}). Last lines of its output:\n{output}") from (
+            subprocess.CalledProcessError(returncode, list(argv))
+        )
 
 
 def run(argv: Sequence[str], *, what: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -63,14 +65,16 @@ def run(argv: Sequence[str], *, what: str, stdin: str | None = None) -> subproce
     try:
         return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=False)
     except OSError as exc:
-        raise EngineError(f"{what} could not start {argv[0]!r}: {exc.strerror}.") from None
+        raise EngineError(f"{what} could not start {argv[0]!r}: {exc.strerror}.") from exc
 
 
 def capture(argv: Sequence[str], *, what: str, stdin: str | None = None) -> str:
     """Run `argv` to completion and return its stdout; on failure raise EngineError with its stderr."""
     result = run(argv, what=what, stdin=stdin)
     if result.returncode != 0:
-        raise EngineError(f"{what} failed (exit code {result.returncode}): {error_text(result)}")
+        raise EngineError(f"{what} failed (exit code {result.returncode}): {error_text(result)}") from (
+            subprocess.CalledProcessError(result.returncode, result.args)
+        )
     return result.stdout
 
 

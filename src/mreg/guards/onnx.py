@@ -12,26 +12,38 @@ from mreg.engine import Engine
 from mreg.errors import EngineError, InvalidInputError
 from mreg.records import OnnxInfo
 
-MODEL_IN_CONTAINER = "/tmp/mreg-model.onnx"  # noqa: S108 - a path inside a throw-away container
-SESSION_SCRIPT = f"""
+MODEL_IN_CONTAINER = "/tmp/mreg-model"  # noqa: S108 - a path inside a throw-away container
+SESSION_SCRIPT = """
 import json, sys
 try:
     import onnxruntime
 except ImportError:
-    print(json.dumps({{"runtime": None}}))
+    print(json.dumps({"runtime": None}))
     sys.exit(0)
 try:
-    onnxruntime.InferenceSession({MODEL_IN_CONTAINER!r}, providers=["CPUExecutionProvider"])
+    onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 except Exception as exc:
-    print(json.dumps({{"runtime": onnxruntime.__version__, "error": str(exc).strip()}}))
+    print(json.dumps({"runtime": onnxruntime.__version__, "error": str(exc).strip()}))
 else:
-    print(json.dumps({{"runtime": onnxruntime.__version__, "error": None}}))
+    print(json.dumps({"runtime": onnxruntime.__version__, "error": None}))
 """
 
 
 class _SessionReport(BaseModel):
     runtime: str | None
     error: str | None = None
+
+
+def find_onnx(model: Path) -> OnnxInfo | None:
+    """The ONNX metadata of a model file, or of a directory model's ONNX file (`model.onnx` at its top, else
+    its only `*.onnx` file; its external data files stay beside it), or None when there is none."""
+    if not model.is_dir():
+        return read_onnx(model)
+    candidates = sorted(path for path in model.rglob("*.onnx") if path.is_file() and not path.is_symlink())
+    preferred = [path for path in candidates if path.parent == model and path.name == "model.onnx"]
+    chosen = preferred or (candidates if len(candidates) == 1 else [])
+    info = read_onnx(chosen[0]) if chosen else None
+    return info.model_copy(update={"path": chosen[0].relative_to(model).as_posix()}) if info else None
 
 
 def read_onnx(path: Path) -> OnnxInfo | None:
@@ -58,12 +70,14 @@ def read_onnx(path: Path) -> OnnxInfo | None:
 
 
 def check_serve_runtime(engine: Engine, serve_image: str, path: Path, info: OnnxInfo) -> OnnxInfo:
-    """Open an onnxruntime session on the model inside the serve image; refuse when that fails."""
-    output = engine.run(serve_image, ["python", "-c", SESSION_SCRIPT], files={MODEL_IN_CONTAINER: path})
+    """Open an onnxruntime session on the model inside the serve image (a directory model whole, so that its
+    external data is found); refuse when that fails."""
+    inside = f"{MODEL_IN_CONTAINER}/{info.path}" if info.path else MODEL_IN_CONTAINER
+    output = engine.run(serve_image, ["python", "-c", SESSION_SCRIPT, inside], files={MODEL_IN_CONTAINER: path})
     try:
         report = _SessionReport.model_validate(json.loads(output.strip().splitlines()[-1]))
-    except (IndexError, ValueError, ValidationError):
-        raise EngineError(f"the ONNX check in {serve_image} printed no report: {output[-500:]!r}") from None
+    except (IndexError, ValueError, ValidationError) as exc:
+        raise EngineError(f"the ONNX check in {serve_image} printed no report: {output[-500:]!r}") from exc
     needs = ", ".join(f"{domain} {version}" for domain, version in info.opsets.items())
     if report.runtime is None:
         raise InvalidInputError(

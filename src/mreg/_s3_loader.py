@@ -4,7 +4,7 @@ Before loading a service's model, botocore lists the services it knows to check 
 about 420 directories, listed again for each kind of file (the model, the endpoint rules): about 40 ms of
 each process that makes an S3 client (measured in fresh processes). This loader answers "does this
 service exist" from that service's own directory, and lists every service only when the list itself is
-asked for. Imported by `mreg.s3` when it creates a client, so that botocore is imported only then.
+asked for. Imported by `mreg._s3` when it creates a client, so that botocore is imported only then.
 """
 
 from __future__ import annotations

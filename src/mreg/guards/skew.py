@@ -14,23 +14,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mreg._inventory import INVENTORY_FILE, INVENTORY_SCRIPT
 from mreg.engine import Engine
 from mreg.errors import EngineError, SkewError
 from mreg.lock import Lock
 from mreg.spec import Stage
-
-INVENTORY_SCRIPT = (  # one line, so that a Dockerfile can run it; prints, or writes to the file in argv[1]
-    "import importlib.metadata as m, json, pathlib, re, sys; "
-    "packages = {re.sub(r'[-_.]+', '-', d.metadata['Name']).lower(): d.version for d in m.distributions()}; "
-    "text = json.dumps({'python': '%d.%d.%d' % sys.version_info[:3], 'packages': packages}, sort_keys=True); "
-    "pathlib.Path(sys.argv[1]).write_text(text) if sys.argv[1:] else print(text)"
-)
-INVENTORY_FILE = "inventory.json"
-
-
-def inventory_stage(stage: str) -> str:
-    """The Dockerfile stage that holds nothing but `stage`'s inventory, as INVENTORY_FILE."""
-    return f"{stage}-inventory"
 
 
 class ImageEnvironment(BaseModel):
@@ -52,7 +40,7 @@ def read_inventory(directory: Path, image: str) -> ImageEnvironment:
     try:
         output = (directory / INVENTORY_FILE).read_text()
     except OSError as exc:
-        raise EngineError(f"the build of {image} exported no inventory: {exc}.") from None
+        raise EngineError(f"the build of {image} exported no inventory: {exc}.") from exc
     return _parse_inventory(output, image)
 
 
@@ -60,10 +48,8 @@ def _parse_inventory(output: str, image: str) -> ImageEnvironment:
     """The environment in the inventory's output (its last line)."""
     try:
         return ImageEnvironment.model_validate_json(output.strip().splitlines()[-1])
-    except (IndexError, ValidationError, json.JSONDecodeError):
-        raise EngineError(
-            f"{image} did not report its installed distributions; it printed: {output[-500:]!r}"
-        ) from None
+    except (IndexError, ValidationError, json.JSONDecodeError) as exc:
+        raise EngineError(f"{image} did not report its installed distributions; it printed: {output[-500:]!r}") from exc
 
 
 def check_environments(environments: Mapping[Stage, ImageEnvironment], lock: Lock) -> None:
