@@ -345,13 +345,17 @@ def test_a_directory_model_is_fetched_into_the_volume_and_served(project: Path, 
     store.client.put_object(Bucket=store.bucket, Key=manifest_key, Body=manifest)
     registered = register(project, MODEL)
     model = registered.model.model_copy(
-        update={"uri": f"s3://{store.bucket}/{manifest_key}", "sha256": hashlib.sha256(manifest).hexdigest()}
+        update={
+            "uri": f"s3://{store.bucket}/{manifest_key}",
+            "sha256": hashlib.sha256(manifest).hexdigest(),
+            "kind": "directory",
+            "files": len(files),
+            "store": f"s3://{store.bucket}/objects",
+        }
     )
     record = registered.model_copy(update={"model": model, "digest": None}).sealed()
     port = free_port()
-    text = kubernetes_manifests(
-        record, port=port, endpoint_url=store.endpoint, kind="directory", store=f"s3://{store.bucket}/objects"
-    )
+    text = kubernetes_manifests(record, port=port, endpoint_url=store.endpoint)
     kubelet, server = pod_of(text, store, tmp_path)
     with kubelet.run({"HOST": "127.0.0.1"}) as pod:
         assert pod.failed is None, pod.failed.stderr if pod.failed else ""

@@ -70,14 +70,14 @@ def file_manifests() -> str:
     )
 
 
+def directory_record(store: str | None = "s3://ml-models/objects") -> Record:
+    record = make_record(uri="s3://ml-models/objects/blobs/9a8b7c", filename="iris-rf")
+    model = record.model.model_copy(update={"kind": "directory", "files": 3, "store": store})
+    return record.model_copy(update={"model": model, "digest": None}).sealed()
+
+
 def directory_manifests() -> str:
-    return kubernetes_manifests(
-        make_record(uri="s3://ml-models/objects/blobs/9a8b7c", filename="iris-rf"),
-        replicas=2,
-        port=9000,
-        kind="directory",
-        store="s3://ml-models/objects",
-    )
+    return kubernetes_manifests(directory_record(), replicas=2, port=9000)
 
 
 def kserve() -> str:
@@ -359,8 +359,8 @@ def test_kserve_predictor_runs_the_same_pod() -> None:
         (lambda: kubernetes_manifests(make_record(uri="s3://ml-models")), "is not an s3://BUCKET/KEY URI"),
         (lambda: kubernetes_manifests(make_record(filename="../../etc/passwd")), "is not a plain file name"),
         (lambda: kubernetes_manifests(make_record(filename="model\n.joblib")), "is not a plain file name"),
-        (lambda: kubernetes_manifests(make_record(), kind="directory"), "its store URI is needed"),
-        (lambda: kubernetes_manifests(make_record(), kind="directory", store="file:///x"), "a cluster cannot read"),
+        (lambda: kubernetes_manifests(directory_record(store=None)), "its store URI is needed"),
+        (lambda: kubernetes_manifests(directory_record(store="file:///x")), "a cluster cannot read"),
         (lambda: kubernetes_manifests(make_record(), port=0), "is not a TCP port"),
         (lambda: kubernetes_manifests(make_record(), replicas=0), "is not a positive integer"),
         (lambda: kubernetes_manifests(make_record(), health="healthz"), "is not an HTTP path"),

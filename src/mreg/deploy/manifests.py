@@ -75,16 +75,14 @@ def kubernetes_manifests(
     health: str | None = None,
     credentials_secret: str = DEFAULT_CREDENTIALS,
     endpoint_url: str | None = None,
-    kind: ModelKind = "file",
-    store: str | None = None,
 ) -> str:
     """A ConfigMap (the fetch script), a Deployment and a Service serving `record`, as multi-document YAML.
 
     `credentials_secret` names a Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, ...)
-    become the fetch step's environment; `endpoint_url` an S3-compatible endpoint. A directory model
-    (`kind="directory"`) needs its object store's root URI in `store`.
+    become the fetch step's environment; `endpoint_url` an S3-compatible endpoint. A directory model's files
+    are found in the object store its record names.
     """
-    pod = _pod(record, namespace, port, health, credentials_secret, endpoint_url, kind, store, MAX_LABEL)
+    pod = _pod(record, namespace, port, health, credentials_secret, endpoint_url, MAX_LABEL)
     _check_replicas(replicas)
     selector = {key: pod.labels[key] for key in ("io.mreg/model", "io.mreg/version")}
     deployment = {
@@ -122,8 +120,6 @@ def kserve_manifest(
     health: str | None = None,
     credentials_secret: str = DEFAULT_CREDENTIALS,
     endpoint_url: str | None = None,
-    kind: ModelKind = "file",
-    store: str | None = None,
 ) -> str:
     """A ConfigMap (the fetch script) and a KServe `InferenceService` (serving.kserve.io/v1beta1) whose
     predictor is the custom container pod, as multi-document YAML; arguments as `kubernetes_manifests`.
@@ -131,7 +127,7 @@ def kserve_manifest(
     The service asks for KServe's RawDeployment mode: a plain Deployment runs the pod as written, where
     Knative would need its init-container and emptyDir features enabled.
     """
-    pod = _pod(record, namespace, port, health, credentials_secret, endpoint_url, kind, store, KSERVE_MAX_NAME)
+    pod = _pod(record, namespace, port, health, credentials_secret, endpoint_url, KSERVE_MAX_NAME)
     _check_replicas(replicas)
     metadata = _metadata(pod, pod.name)
     metadata["annotations"] = {**pod.annotations, "serving.kserve.io/deploymentMode": "RawDeployment"}
@@ -160,12 +156,10 @@ def _pod(
     health: str | None,
     credentials_secret: str,
     endpoint_url: str | None,
-    kind: ModelKind,
-    store: str | None,
     max_name: int,
 ) -> _Pod:
     image = _serve_image(record)
-    model_path, fetch_args = _model(record, kind, store)
+    model_path, fetch_args = _model(record)
     digest = record.digest or record.content_digest()
     port = _check_port(port)
     return _Pod(
@@ -216,9 +210,9 @@ def _serve_image(record: Record) -> str:
     return image
 
 
-def _model(record: Record, kind: ModelKind, store: str | None) -> tuple[str, list[str]]:
+def _model(record: Record) -> tuple[str, list[str]]:
     """MREG_MODEL_PATH and the fetch script's arguments for the record's model."""
-    uri = record.model.uri
+    uri, kind, store = record.model.uri, record.model.kind, record.model.store
     _check_s3(uri, f"the model of {record.name}:{record.version}", key_required=True)
     arguments = ["--uri", uri, "--sha256", record.model.sha256, "--kind", kind]
     if kind == "directory":
