@@ -9,7 +9,9 @@ permanent ones fail at once with a message that says what to fix. Credentials ne
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, cast
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from mreg._grammar import BucketLocation, parse_bucket_uri
 from mreg.errors import InvalidInputError, MregError, NotFoundError, StorageError
@@ -17,10 +19,23 @@ from mreg.errors import InvalidInputError, MregError, NotFoundError, StorageErro
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+_T = TypeVar("_T")
+
 MAX_ATTEMPTS = 6
 """Per request, by botocore's standard retry mode (AWS_MAX_ATTEMPTS and AWS_RETRY_MODE override it)."""
 ABORT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 """Waits between attempts to abort a failed multipart upload: the server may be coming back."""
+OUTAGE_WINDOW = 40.0
+"""How long an upload keeps retrying a request that failed transiently (after botocore's own retries): a CI
+runner's network may blip for ten seconds or more."""
+_TRANSIENT_CODES = {
+    "RequestTimeout",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "InternalError",
+    "ServiceUnavailable",
+}
 ABSENT = frozenset({"404", "NoSuchKey", "NotFound"})
 """Codes of a read or lookup of a key that does not exist."""
 CONFLICT = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
@@ -131,6 +146,34 @@ def translate(exc: Exception, what: str) -> MregError:  # noqa: PLR0911 - one re
             )
         return StorageError(f"cannot {what}: {code}: {message}.")
     return StorageError(f"cannot {what}: {_reason(exc)}.")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed request may succeed when sent again: the connection failed or timed out, or the
+    server answered 5xx or asked to slow down."""
+    from botocore.exceptions import ClientError, ConnectionError, ConnectTimeoutError, ReadTimeoutError
+
+    if isinstance(exc, (ConnectionError, ConnectTimeoutError, ReadTimeoutError)):
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return error_code(exc) in _TRANSIENT_CODES or status >= 500
+    return False
+
+
+def through_outages(call: Callable[[], _T], *, window: float = OUTAGE_WINDOW) -> _T:
+    """`call()`, sent again with exponential backoff (0.5 s doubling to 4 s) while it fails transiently,
+    for up to `window` seconds; any other failure, or one past the window, is raised."""
+    deadline = time.monotonic() + window
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except boto_errors() as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 4.0)
 
 
 def error_code(exc: Exception) -> str:

@@ -219,16 +219,28 @@ def test_a_signal_while_writing_the_record_leaves_no_record(
     assert mreg_json("register", "model.bin", cwd=project)["version"] == 1
 
 
-def test_a_short_s3_outage_is_retried(tmp_path: Path, bucket: str, moto_endpoint: str) -> None:
+@pytest.mark.parametrize(
+    ("down_after_mib", "outage"),
+    [(6, 8.0), (30, 5.0)],  # while the first parts are in flight, and in the last part
+)
+def test_an_s3_outage_of_seconds_is_survived(
+    tmp_path: Path, bucket: str, moto_endpoint: str, down_after_mib: int, outage: float
+) -> None:
+    """The endpoint goes away for several seconds (long enough that scheduling jitter cannot decide the
+    outcome): the failed requests are sent again until it is back, the parts that arrived are not."""
     port = int(moto_endpoint.rsplit(":", 1)[1])
-    with Proxy(port, down_after_bytes=6 * 1024 * 1024) as proxy:
-        proxy.on_down = up_again_after(proxy, 0.5)
+    with Proxy(port, down_after_bytes=down_after_mib * 1024 * 1024) as proxy:
+        proxy.on_down = up_again_after(proxy, outage)
         project = s3_project(tmp_path / "project", bucket, f"http://127.0.0.1:{proxy.port}")
         (project / "model.bin").write_bytes(os.urandom(32 * 1024 * 1024))
+        started = time.monotonic()
         record = mreg_json("register", "model.bin", cwd=project)
-        assert proxy.forwarded > 32 * 1024 * 1024  # the dropped part was sent again
+        assert time.monotonic() - started > outage  # it really waited the outage out
+        assert proxy.forwarded < 2 * 32 * 1024 * 1024  # what had arrived was not sent again
+        fetched = mreg_json("pull", "iris-rf", "-o", str(tmp_path / "pulled.bin"), cwd=project)
     assert record["version"] == 1
     assert s3_keys_and_uploads(bucket)[1] == []
+    assert Path(fetched["path"]).read_bytes() == (project / "model.bin").read_bytes()
 
 
 def run_fast(command: Callable[[], subprocess.CompletedProcess[str]]) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -28,7 +28,17 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mreg._s3 import ABORT_BACKOFF, ABSENT, CONFLICT, S3Resource, boto_errors, error_code, object_location, translate
+from mreg._s3 import (
+    ABORT_BACKOFF,
+    ABSENT,
+    CONFLICT,
+    S3Resource,
+    boto_errors,
+    error_code,
+    object_location,
+    through_outages,
+    translate,
+)
 from mreg.errors import IntegrityError, InvalidInputError, StorageError
 from mreg.storage import Progress, StoredObject, fetch_verified, hash_stream
 
@@ -95,28 +105,57 @@ class S3ObjectStore(S3Resource):
     def read_into(self, uri: str, sink: BinaryIO, on_progress: Progress | None = None) -> tuple[str, int]:
         return self._read(uri, sink, on_progress)
 
-    def _read(self, uri: str, sink: BinaryIO | None, on_progress: Progress | None) -> tuple[str, int]:
+    def _read(
+        self, uri: str, sink: BinaryIO | None, on_progress: Progress | None, *, translated: bool = True
+    ) -> tuple[str, int]:
         bucket, key = object_location(uri)
         try:
             body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
             with body:
                 return hash_stream(body, sink, on_progress)  # type: ignore[arg-type]
         except boto_errors() as exc:
+            if not translated:
+                raise
             raise translate(exc, f"read {uri}") from exc
+
+    def _complete(self, key: str, upload_id: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Complete a multipart upload through outages; an upload that turns out complete already (its
+        answer was lost) is taken as complete when the object's part checksums are the ones sent."""
+        client, bucket = self.client, self.location.bucket
+        try:
+            return dict(
+                through_outages(
+                    lambda: client.complete_multipart_upload(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    )
+                )
+            )
+        except boto_errors() as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise
+            head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+            if head.get("ChecksumSHA256") != composite_checksum([part["ChecksumSHA256"] for part in parts]):
+                raise
+            return {"ChecksumSHA256": head.get("ChecksumSHA256")}
 
     def _put_small(self, data: bytes, key: str, on_progress: Progress | None) -> str:
         """One request, with the SHA-256 for S3 to check; read back, so that any S3 server is checked."""
         digest = hashlib.sha256(data)
         uri = self.location.uri(key)
         try:
-            self.client.put_object(
-                Bucket=self.location.bucket, Key=key, Body=data, ChecksumSHA256=_b64(digest.digest())
+            through_outages(
+                lambda: self.client.put_object(
+                    Bucket=self.location.bucket, Key=key, Body=data, ChecksumSHA256=_b64(digest.digest())
+                )
             )
         except boto_errors() as exc:
             raise translate(exc, f"upload to {uri}") from exc
         if on_progress is not None:
             on_progress(len(data))
-        stored, size = self.digest(uri)
+        stored, size = through_outages(lambda: self._read(uri, None, None, translated=False))
         if (stored, size) != (digest.hexdigest(), len(data)):
             raise IntegrityError(f"{uri} holds {size} bytes hashing to {stored} right after it was written.")
         return digest.hexdigest()
@@ -126,7 +165,9 @@ class S3ObjectStore(S3Resource):
         client, bucket = self.client, self.location.bucket
         what = f"upload to {self.location.uri(key)}"
         try:
-            upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
+            upload_id = through_outages(
+                lambda: client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
+            )["UploadId"]
         except boto_errors() as exc:
             raise translate(exc, what) from exc
         whole = hashlib.sha256()
@@ -137,9 +178,11 @@ class S3ObjectStore(S3Resource):
 
         def send(number: int, chunk: bytes, checksum: str) -> dict[str, Any]:
             try:
-                response = client.upload_part(
-                    Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk,
-                    ChecksumSHA256=checksum,
+                response = through_outages(  # a part that failed is sent again; the others stay
+                    lambda: client.upload_part(
+                        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk,
+                        ChecksumSHA256=checksum,
+                    )
                 )  # fmt: skip
                 if on_progress is not None:
                     on_progress(len(chunk))
@@ -161,12 +204,7 @@ class S3ObjectStore(S3Resource):
                 checksums.append(_b64(hashlib.sha256(chunk).digest()))
                 futures.append(pool.submit(send, len(checksums), chunk, checksums[-1]))
             parts = [future.result() for future in futures]
-            completed = client.complete_multipart_upload(
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-            )
+            completed = self._complete(key, upload_id, parts)
         except BaseException as exc:
             pool.shutdown(wait=True, cancel_futures=True)
             self._abort(key, upload_id)
@@ -189,7 +227,7 @@ class S3ObjectStore(S3Resource):
         try:
             for _ in range(3):
                 try:
-                    existing = client.get_object(Bucket=bucket, Key=address)
+                    existing = through_outages(lambda: client.get_object(Bucket=bucket, Key=address))
                 except boto_errors() as exc:
                     if error_code(exc) not in ABSENT:
                         raise
@@ -200,7 +238,8 @@ class S3ObjectStore(S3Resource):
                         return str(claimed["blob"])
                     condition = {"IfMatch": existing["ETag"]}  # a claim on bytes that are gone: take it over
                 try:
-                    client.put_object(Bucket=bucket, Key=address, Body=document, **condition)  # type: ignore[arg-type]
+                    claim = dict(Bucket=bucket, Key=address, Body=document, **condition)
+                    through_outages(lambda claim=claim: client.put_object(**claim))  # type: ignore[misc]
                 except boto_errors() as exc:
                     if error_code(exc) in CONFLICT:
                         continue  # someone claimed it meanwhile: look again
@@ -214,7 +253,7 @@ class S3ObjectStore(S3Resource):
 
     def _exists(self, key: str, size: int) -> bool:
         try:
-            head = self.client.head_object(Bucket=self.location.bucket, Key=key)
+            head = through_outages(lambda: self.client.head_object(Bucket=self.location.bucket, Key=key))
         except boto_errors() as exc:
             if error_code(exc) in ABSENT:
                 return False
@@ -255,6 +294,6 @@ class S3ObjectStore(S3Resource):
             raise
         if not kept[0]:
             try:
-                self.client.delete_object(Bucket=self.location.bucket, Key=key)
+                through_outages(lambda: self.client.delete_object(Bucket=self.location.bucket, Key=key))
             except boto_errors() as exc:
                 raise translate(exc, f"delete the duplicate {self.location.uri(key)}") from exc
