@@ -87,7 +87,7 @@ StoreScheme = Literal["file", "s3", "gs"]
 STORE_SCHEMES: tuple[StoreScheme, ...] = ("file", "s3", "gs")
 _BUCKET_RE = {
     "s3": re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"),
-    "gs": re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]"),
+    "gs": re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]"),  # dotted names may reach 222 characters
 }
 _PREFIX_PART_RE = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -124,7 +124,8 @@ def parse_bucket_uri(uri: str) -> BucketLocation:
         raise ValueError("is not an s3:// or gs:// URI")
     bucket, _, prefix = uri.removeprefix(f"{scheme}://").partition("/")
     if not _BUCKET_RE[scheme].fullmatch(bucket) or ".." in bucket:
-        raise ValueError(f"names an invalid bucket {bucket!r} (3-63 lower-case letters, digits, '.', '-')")
+        allowed = "'.', '-'" if scheme == "s3" else "'.', '_', '-'"
+        raise ValueError(f"names an invalid bucket {bucket!r} (3-63 lower-case letters, digits, {allowed})")
     prefix = prefix.strip("/")
     if prefix and not all(_PREFIX_PART_RE.fullmatch(part) and part not in {".", ".."} for part in prefix.split("/")):
         raise ValueError("has an invalid prefix (letters, digits, '.', '_', '-' separated by '/'; no '..')")

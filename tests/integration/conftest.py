@@ -73,11 +73,41 @@ def bucket(s3_env: dict[str, str]) -> str:
     return name
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(scope="session")
+def gcs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """fake-gcs-server over real HTTP on 127.0.0.1 (its filesystem backend); yields its endpoint URL."""
+    from tests.support.gcs import fake_gcs
+
+    with fake_gcs(tmp_path_factory.mktemp("gcs")) as endpoint:
+        yield endpoint
+
+
+GCS_ENVIRONMENT = {"NO_GCE_CHECK": "True", "GOOGLE_CLOUD_PROJECT": "test"}
+"""No credential lookup on the network: with STORAGE_EMULATOR_HOST, mreg's client is anonymous."""
+
+
+@pytest.fixture
+def gcs_bucket(gcs_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket on the emulator, with the emulator's variables set for this process and the CLI
+    processes a test starts."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage  # type: ignore[import-untyped]
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_endpoint)
+    for key, value in GCS_ENVIRONMENT.items():
+        monkeypatch.setenv(key, value)
+    name = f"mreg-{uuid.uuid4().hex[:20]}"
+    storage.Client(project="test", credentials=AnonymousCredentials()).create_bucket(name)  # type: ignore[no-untyped-call]
+    return name
+
+
+@pytest.fixture(params=["file", "s3", "gs"])
 def store_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Where a store test keeps its store: a local directory, then a prefix of a bucket on moto's S3 server.
-    Every store test runs against both backends."""
+    """Where a store test keeps its store: a local directory, a prefix of a bucket on moto's S3 server, and
+    one on the GCS emulator. Every store test runs against every backend."""
     if request.param == "file":
         return tmp_path.as_uri()
+    if request.param == "gs":
+        return f"gs://{request.getfixturevalue('gcs_bucket')}/team"
     bucket: str = request.getfixturevalue("bucket")
     return f"s3://{bucket}/team"

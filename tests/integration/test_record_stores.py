@@ -10,7 +10,6 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-import boto3
 import pytest
 
 from mreg.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
@@ -23,6 +22,7 @@ from mreg.records import (
     open_record_store,
     parse_model_ref,
 )
+from tests.support import raw
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -52,23 +52,18 @@ def store(store_uri: str, tmp_path: Path) -> RecordStore:
     return open_record_store(store_uri, tmp_path)
 
 
+def record_uri(store_uri: str, relative: str) -> str:
+    """Where a store keeps `relative` (`<name>/versions/...`): under `models/` in a bucket."""
+    return f"{store_uri}/{relative}" if store_uri.startswith("file://") else f"{store_uri}/models/{relative}"
+
+
 def raw_put(store_uri: str, relative: str, data: bytes) -> None:
     """Write behind the store's back (to damage or edit what it holds)."""
-    if store_uri.startswith("file://"):
-        path = Path(store_uri.removeprefix("file://")) / relative
-        path.chmod(0o644)
-        path.write_bytes(data)
-        return
-    bucket, _, prefix = store_uri.removeprefix("s3://").partition("/")
-    boto3.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/models/{relative}", Body=data)
+    raw.put(record_uri(store_uri, relative), data)
 
 
 def raw_get(store_uri: str, relative: str) -> bytes:
-    if store_uri.startswith("file://"):
-        return (Path(store_uri.removeprefix("file://")) / relative).read_bytes()
-    bucket, _, prefix = store_uri.removeprefix("s3://").partition("/")
-    body: bytes = boto3.client("s3").get_object(Bucket=bucket, Key=f"{prefix}/models/{relative}")["Body"].read()
-    return body
+    return raw.get(record_uri(store_uri, relative))
 
 
 def test_record_json_round_trip_and_digest() -> None:
@@ -108,11 +103,7 @@ def test_an_existing_version_is_never_overwritten(store: RecordStore, store_uri:
 def test_a_missing_hint_falls_back_to_a_listing(store: RecordStore, store_uri: str, tmp_path: Path) -> None:
     for _ in range(3):
         store.create("iris-rf", lambda v: make_record(version=v))
-    if store_uri.startswith("file://"):
-        (Path(store_uri.removeprefix("file://")) / "iris-rf" / "latest").unlink()
-    else:
-        bucket, _, prefix = store_uri.removeprefix("s3://").partition("/")
-        boto3.client("s3").delete_object(Bucket=bucket, Key=f"{prefix}/models/iris-rf/latest")
+    raw.delete(record_uri(store_uri, "iris-rf/latest"))
     fresh = open_record_store(store_uri, tmp_path)
     assert fresh.get("iris-rf").version == 3
     assert fresh.create("iris-rf", lambda v: make_record(version=v)).version == 4

@@ -94,7 +94,7 @@ def test_register_needs_both_images(project: Path) -> None:
 def test_missing_model_file_is_refused(project: Path) -> None:
     result = mreg("register", "nope.joblib", cwd=project, check=False)
     assert result.returncode == 2
-    assert result.stderr == "error: nope.joblib: no such model file.\n"
+    assert result.stderr == "error: nope.joblib: no such model file or directory (a link is not followed).\n"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -49,7 +49,10 @@ def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "--registry",
     "registry_uri",
     envvar="MREG_REGISTRY",
-    help="The registry to read (s3://BUCKET/PREFIX or file://PATH) instead of the spec's (env MREG_REGISTRY).",
+    help=(
+        "The registry to read (s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or file://PATH) instead of the spec's "
+        "(env MREG_REGISTRY)."
+    ),
 )
 @click.option(
     "--debug",
