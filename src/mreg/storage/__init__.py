@@ -7,14 +7,15 @@ Cloud Storage (`gs://`), chosen by `open_object_store` from the URI's scheme.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from mreg._fileio import incoming
 from mreg._grammar import local_store_path, store_scheme
-from mreg.errors import IntegrityError, InvalidInputError
+from mreg.errors import IntegrityError, InvalidInputError, MregError
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int], None]
@@ -68,6 +69,26 @@ def hash_stream(source: BinaryIO, sink: BinaryIO | None = None, on_progress: Pro
         if on_progress is not None:
             on_progress(len(chunk))
     return sha.hexdigest(), size
+
+
+@contextmanager
+def discarded_unless_kept(delete: Callable[[], None]) -> Iterator[Callable[[bool], None]]:
+    """Run `delete` (which raises mreg's errors) when the block fails, is interrupted, or ends without
+    `keep(True)`: an upload's blob goes when the upload fails or turns out to be a duplicate. A failure to
+    clean up after a failure never hides why the block failed."""
+    kept = [False]
+
+    def keep(decision: bool) -> None:
+        kept[0] = decision
+
+    try:
+        yield keep
+    except BaseException:
+        with suppress(MregError):
+            delete()
+        raise
+    if not kept[0]:
+        delete()
 
 
 def fetch_verified(

@@ -22,14 +22,13 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from mreg._gcs import TIMEOUT, GsResource, gcs_errors, object_location, retry, status_code, translate
 from mreg.errors import IntegrityError, InvalidInputError, StorageError
-from mreg.storage import Progress, StoredObject, fetch_verified, hash_stream
+from mreg.storage import Progress, StoredObject, discarded_unless_kept, fetch_verified, hash_stream
 
 MiB = 1024 * 1024
 SHA256_KEY = "mreg-sha256"
@@ -75,7 +74,7 @@ class GsObjectStore(GsResource):
         except OSError as exc:
             raise InvalidInputError(f"{path}: cannot be read ({exc.strerror}).") from exc
         blob = self.location.key("blobs", uuid.uuid4().hex)
-        with source, self._discarded_unless_kept(blob) as keep:
+        with source, discarded_unless_kept(lambda: self._delete(blob)) as keep:
             size = os.fstat(source.fileno()).st_size
             sha256 = self._upload(source, blob, size, on_progress)
             stored = self._claim(sha256, size, blob)
@@ -203,23 +202,9 @@ class GsObjectStore(GsResource):
             raise translate(exc, f"look up {self.location.uri(key)}") from exc
         return blob is not None and blob.size == size and (blob.metadata or {}).get(SHA256_KEY) == sha256
 
-    @contextmanager
-    def _discarded_unless_kept(self, key: str) -> Iterator[Callable[[bool], None]]:
-        """Delete the blob `key` when the upload fails, is interrupted, or turns out to be a duplicate."""
-        kept = [False]
-
-        def keep(decision: bool) -> None:
-            kept[0] = decision
-
+    def _delete(self, key: str) -> None:
         try:
-            yield keep
-        except BaseException:
-            with suppress(*gcs_errors()):  # a failure to clean up must not hide why the upload failed
-                self.blob(key).delete(retry=retry(), timeout=TIMEOUT)
-            raise
-        if not kept[0]:
-            try:
-                self.blob(key).delete(retry=retry(), timeout=TIMEOUT)
-            except gcs_errors() as exc:
-                if status_code(exc) != 404:
-                    raise translate(exc, f"delete the duplicate {self.location.uri(key)}") from exc
+            self.blob(key).delete(retry=retry(), timeout=TIMEOUT)
+        except gcs_errors() as exc:
+            if status_code(exc) != 404:
+                raise translate(exc, f"delete {self.location.uri(key)}") from exc

@@ -22,9 +22,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -40,7 +38,7 @@ from mreg._s3 import (
     translate,
 )
 from mreg.errors import IntegrityError, InvalidInputError, StorageError
-from mreg.storage import Progress, StoredObject, fetch_verified, hash_stream
+from mreg.storage import Progress, StoredObject, discarded_unless_kept, fetch_verified, hash_stream
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000
@@ -72,7 +70,7 @@ class S3ObjectStore(S3Resource):
         except OSError as exc:
             raise InvalidInputError(f"{path}: cannot be read ({exc.strerror}).") from exc
         blob = self.location.key("blobs", uuid.uuid4().hex)
-        with source, self._discarded_unless_kept(blob) as keep:
+        with source, discarded_unless_kept(lambda: self._delete(blob)) as keep:
             size = Path(path).stat().st_size
             part_size = max(self.part_size, -(-size // MAX_PARTS))
             if size <= part_size:
@@ -278,22 +276,8 @@ class S3ObjectStore(S3Resource):
             "with `aws s3api abort-multipart-upload`, or let a lifecycle rule expire incomplete uploads."
         )
 
-    @contextmanager
-    def _discarded_unless_kept(self, key: str) -> Iterator[Callable[[bool], None]]:
-        """Delete the blob `key` when the upload fails, is interrupted, or turns out to be a duplicate."""
-        kept = [False]
-
-        def keep(decision: bool) -> None:
-            kept[0] = decision
-
+    def _delete(self, key: str) -> None:
         try:
-            yield keep
-        except BaseException:
-            with suppress(*boto_errors()):  # a failure to clean up must not hide why the upload failed
-                self.client.delete_object(Bucket=self.location.bucket, Key=key)
-            raise
-        if not kept[0]:
-            try:
-                through_outages(lambda: self.client.delete_object(Bucket=self.location.bucket, Key=key))
-            except boto_errors() as exc:
-                raise translate(exc, f"delete the duplicate {self.location.uri(key)}") from exc
+            through_outages(lambda: self.client.delete_object(Bucket=self.location.bucket, Key=key))
+        except boto_errors() as exc:
+            raise translate(exc, f"delete {self.location.uri(key)}") from exc
