@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,10 @@ import pytest
 
 from mreg._gcs import GsLocation, parse_gs_uri, store_location, translate
 from mreg.errors import IntegrityError, NotFoundError, StorageError
-from mreg.records import BuiltImage, ModelFile, Record
+from mreg.records import Record
 from mreg.records.gs import GsRecordStore
 from mreg.storage.gs import GsObjectStore
-from tests.support import REPO, free_port
+from tests.support import REPO, free_port, make_record
 from tests.support.faults import Proxy, up_again_after
 from tests.support.gcs import fake_gcs
 
@@ -77,19 +76,8 @@ def location(bucket: str) -> GsLocation:
     return store_location(f"gs://{bucket}/team")
 
 
-def make_record(version: int = 1, sha: str = "cd" * 32) -> Record:
-    image = BuiltImage(ref="localhost:5000/iris-rf:train-0123", image=f"localhost:5000/iris-rf@{DIGEST}", digest=DIGEST)
-    return Record(
-        name="iris-rf",
-        version=version,
-        model=ModelFile(uri=f"gs://models/team/blobs/{sha[:32]}", sha256=sha, size=12, filename="model.joblib"),
-        images={"train": image, "serve": image},
-        packages={"shared": ["scikit-learn==1.3.2"], "train": [], "serve": ["fastapi==0.109.0"]},
-        python="3.11.2",
-        spec_sha256="ef" * 32,
-        created_at=datetime(2026, 12, 2, 10, 0, tzinfo=UTC),
-        git=None,
-    )
+def gs_record(version: int = 1, sha: str = "cd" * 32) -> Record:
+    return make_record(version, sha=sha, uri=f"gs://models/team/blobs/{sha[:32]}")
 
 
 def names(client: Any, bucket: str) -> list[str]:
@@ -160,7 +148,7 @@ def test_versions_are_consecutive_and_a_create_never_overwrites(location: GsLoca
     assert store.models() == ["iris-rf"]
     key = f"team/models/iris-rf/versions/{1:010d}.json"
     first = client.bucket(location.bucket).blob(key).download_as_bytes()
-    assert not store._create("iris-rf", 1, make_record(1, "ee" * 32).sealed().to_json().encode())
+    assert not store._create("iris-rf", 1, gs_record(1, "ee" * 32).sealed().to_json().encode())
     assert client.bucket(location.bucket).blob(key).download_as_bytes() == first
 
 
@@ -168,7 +156,7 @@ def test_a_create_that_loses_the_race_is_never_taken_for_a_win(location: GsLocat
     """Identical bytes written by a second writer on its first attempt are a lost race, not its own write
     (only a create sent again after a transient failure reads back and compares)."""
     store = GsRecordStore(location)
-    data = make_record().sealed().to_json().encode()
+    data = gs_record().sealed().to_json().encode()
     assert store._create("iris-rf", 1, data)
     assert not store._create("iris-rf", 1, data)
     assert not store._create("iris-rf", 1, data.replace(b"3.11.2", b"3.11.3"))
@@ -240,7 +228,7 @@ def test_concurrent_processes_get_consecutive_versions(location: GsLocation, tmp
     argv = [sys.executable, "-c", CREATE_ONE, location.uri(location.prefix)]
     processes = [
         subprocess.Popen(
-            [*argv, make_record(1, sha).to_json(), str(tmp_path / f"ready-{number}"), str(go)],
+            [*argv, gs_record(1, sha).to_json(), str(tmp_path / f"ready-{number}"), str(go)],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

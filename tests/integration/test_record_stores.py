@@ -7,39 +7,21 @@ import itertools
 import json
 import multiprocessing
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from mreg.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
 from mreg.records import (
-    BuiltImage,
-    ModelFile,
     ModelRef,
     Record,
     RecordStore,
     open_record_store,
     parse_model_ref,
 )
-from tests.support import raw
+from tests.support import make_record, raw
 
 DIGEST = "sha256:" + "ab" * 32
-
-
-def make_record(name: str = "iris-rf", version: int = 1, sha: str = "cd" * 32) -> Record:
-    image = BuiltImage(ref="localhost:5000/iris-rf:train-0123", image=f"localhost:5000/iris-rf@{DIGEST}", digest=DIGEST)
-    return Record(
-        name=name,
-        version=version,
-        model=ModelFile(uri=f"file:///store/sha256/{sha}", sha256=sha, size=12, filename="model.joblib"),
-        images={"train": image, "serve": image},
-        packages={"shared": ["scikit-learn==1.3.2"], "train": [], "serve": ["fastapi==0.109.0"]},
-        python="3.11.2",
-        spec_sha256="ef" * 32,
-        created_at=datetime(2026, 11, 29, 10, 0, tzinfo=UTC),
-        git=None,
-    )
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import requests
 from mreg import pipeline
 from mreg.guards.skew import ImageEnvironment
 from mreg.lock import Lock, LockedPackage, load_lock, lock_inputs
-from mreg.records import BuiltImage
+from mreg.records import BuiltImage, ModelFile, Record
 from mreg.render import render
 from mreg.spec import Spec, Stage, load_spec
 
@@ -158,3 +159,24 @@ def serving(record: dict[str, Any], model_path_in_image: str) -> Iterator[str]:
     with container:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
         yield f"http://127.0.0.1:{port}"
+
+
+RECORD_DIGEST = "sha256:" + "ab" * 32
+
+
+def make_record(version: int = 1, *, name: str = "iris-rf", sha: str = "cd" * 32, uri: str | None = None) -> Record:
+    """A record of a file model (made-up digests), unsealed: stores seal what they write."""
+    image = BuiltImage(
+        ref="localhost:5000/iris-rf:train-0123", image=f"localhost:5000/iris-rf@{RECORD_DIGEST}", digest=RECORD_DIGEST
+    )
+    return Record(
+        name=name,
+        version=version,
+        model=ModelFile(uri=uri or f"file:///store/sha256/{sha}", sha256=sha, size=12, filename="model.joblib"),
+        images={"train": image, "serve": image},
+        packages={"shared": ["scikit-learn==1.3.2"], "train": [], "serve": ["fastapi==0.109.0"]},
+        python="3.11.2",
+        spec_sha256="ef" * 32,
+        created_at=datetime(2026, 11, 29, 10, 0, tzinfo=UTC),
+        git=None,
+    )

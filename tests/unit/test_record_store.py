@@ -15,29 +15,18 @@ from pathlib import Path
 import pytest
 
 from mreg.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
-from mreg.records import BuiltImage, ModelFile, ModelRef, Record
+from mreg.records import ModelRef, Record
 from mreg.records.file import FileRecordStore
+from tests.support import make_record
 
 NAME = "iris-rf"
 DIGEST = "sha256:" + "ab" * 32
 WORKERS, CREATES = 8, 4
 
 
-def make_record(version: int, tag: str = "model") -> Record:
+def record_of(version: int, tag: str = "model") -> Record:
     """A record whose model bytes are named by `tag` (equal tags give byte-identical records)."""
-    sha = hashlib.sha256(tag.encode()).hexdigest()
-    image = BuiltImage(ref="localhost:5000/iris-rf:train-0123", image=f"localhost:5000/iris-rf@{DIGEST}", digest=DIGEST)
-    return Record(
-        name=NAME,
-        version=version,
-        model=ModelFile(uri=f"file:///store/sha256/{sha}", sha256=sha, size=12, filename="model.joblib"),
-        images={"train": image, "serve": image},
-        packages={"shared": ["scikit-learn==1.3.2"], "train": [], "serve": ["fastapi==0.109.0"]},
-        python="3.11.2",
-        spec_sha256="ef" * 32,
-        created_at=datetime(2026, 11, 29, 10, 0, tzinfo=UTC),
-        git=None,
-    )
+    return make_record(version, sha=hashlib.sha256(tag.encode()).hexdigest())
 
 
 @pytest.fixture
@@ -47,7 +36,7 @@ def store(tmp_path: Path) -> FileRecordStore:
 
 def fill(store: FileRecordStore, count: int) -> None:
     for _ in range(count):
-        store.create(NAME, make_record)
+        store.create(NAME, record_of)
 
 
 def version_file(store: FileRecordStore, version: int) -> Path:
@@ -65,7 +54,7 @@ def rewrite(path: Path, edit: dict[str, object]) -> None:
 
 
 def test_versions_are_consecutive_sealed_and_found_by_every_route(store: FileRecordStore) -> None:
-    created = [store.create(NAME, lambda v: make_record(v, f"m{v}")) for _ in range(3)]
+    created = [store.create(NAME, lambda v: record_of(v, f"m{v}")) for _ in range(3)]
     assert [record.version for record in created] == [1, 2, 3]
     assert all(record.digest == record.content_digest() for record in created)
     assert sorted(path.name for path in (store.root / NAME / "versions").iterdir()) == [
@@ -86,7 +75,7 @@ def test_an_existing_version_is_never_overwritten(store: FileRecordStore) -> Non
     fill(store, 2)
     before = [version_file(store, v).read_bytes() for v in (1, 2)]
     hint_file(store).write_text("0\n")  # a hint that lags behind every version
-    third = store.create(NAME, lambda v: make_record(v, "other bytes"))
+    third = store.create(NAME, lambda v: record_of(v, "other bytes"))
     assert third.version == 3
     assert [version_file(store, v).read_bytes() for v in (1, 2)] == before
     assert store.get(NAME, 1).model.sha256 == hashlib.sha256(b"model").hexdigest()
@@ -102,7 +91,7 @@ def test_a_lagging_or_missing_hint_is_corrected(store: FileRecordStore, hint: st
     fresh = FileRecordStore(store.root)
     assert fresh.latest_version(NAME) == 4
     assert fresh.get(NAME).version == 4
-    assert fresh.create(NAME, make_record).version == 5
+    assert fresh.create(NAME, record_of).version == 5
     assert hint_file(store).read_text() == "5\n"
 
 
@@ -113,7 +102,7 @@ def test_an_unknown_model_has_version_zero_and_no_records(store: FileRecordStore
         store.get(NAME)
     with pytest.raises(NotFoundError, match=r"^model iris-rf has no versions in "):
         store.versions(NAME)
-    store.create(NAME, make_record)
+    store.create(NAME, record_of)
     with pytest.raises(NotFoundError, match=rf"^model iris-rf has no version 7 in {store.where}\.$"):
         store.get(NAME, 7)
 
@@ -179,7 +168,7 @@ def test_aliasing_a_missing_version_or_deleting_a_missing_alias_is_refused(store
 @pytest.mark.parametrize("name", ["../escape", "Iris", "iris/rf", ""])
 def test_names_that_could_leave_the_store_are_refused_before_any_write(store: FileRecordStore, name: str) -> None:
     with pytest.raises(InvalidInputError, match="is not a valid model name"):
-        store.create(name, make_record)
+        store.create(name, record_of)
     with pytest.raises(InvalidInputError, match="is not a valid alias"):
         store.move_alias(NAME, name, None, actor="alice")
     assert not store.root.exists()
@@ -189,7 +178,7 @@ def _create_concurrently(root: str, worker: int, barrier: Barrier, results: Queu
     store = FileRecordStore(Path(root))
     barrier.wait()  # every writer starts at once, so that they race for the same versions
     for index in range(CREATES):
-        record = store.create(NAME, partial(make_record, tag=f"worker-{worker}-{index}"))
+        record = store.create(NAME, partial(record_of, tag=f"worker-{worker}-{index}"))
         results.put((record.version, record.model.sha256))
 
 
@@ -254,8 +243,8 @@ def test_a_create_that_lost_the_race_to_other_bytes_takes_the_next_version(store
 
     def make_after_the_rival(version: int) -> Record:
         if rival.latest_version(NAME) == 0:
-            rival.create(NAME, lambda v: make_record(v, "the rival's model"))
-        return make_record(version)
+            rival.create(NAME, lambda v: record_of(v, "the rival's model"))
+        return record_of(version)
 
     record = store.create(NAME, make_after_the_rival)
     assert record.version == 2
