@@ -26,6 +26,7 @@ lint: $(BIN)/mreg
 bench: $(BIN)/mreg  ## the benchmarks (about 20 minutes; an idle machine gives the steadiest figures)
 	$(BIN)/python bench/builds.py
 	$(BIN)/python bench/s3_upload.py
+	$(BIN)/python bench/tree_upload.py
 	$(BIN)/python bench/lookups.py
 
 clean:

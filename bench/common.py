@@ -6,6 +6,7 @@ server: absolute numbers from moto on loopback say little about AWS S3.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -272,6 +273,30 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(
         "| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)) + " |" for line in lines
     )
+
+
+def parse_size(text: str) -> int:
+    """`2GiB`, `64MiB`, `512KiB` or a number of bytes."""
+    match = re.fullmatch(r"(\d+)\s*(KiB|MiB|GiB)?", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 2GiB, 64MiB, 1048576)")
+    factor = {"KiB": 1024, "MiB": MiB, "GiB": 1024 * MiB, None: 1}[match[2]]
+    return int(match[1]) * factor
+
+
+def perturb(path: Path) -> None:
+    """New content for the next upload: fresh random first bytes (a new SHA-256, so a new content address)."""
+    with path.open("r+b") as sink:
+        sink.write(os.urandom(16))
+
+
+def empty_bucket(client: Any, bucket: str) -> None:
+    """Delete every object and abort every multipart upload (outside the timed part of a run)."""
+    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for entry in page.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=entry["Key"])
 
 
 def s3_client(endpoint: str) -> Any:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +31,11 @@ from bench.common import (
     Stats,
     checked,
     compile_mreg,
+    empty_bucket,
     machine,
     moto_server,
+    parse_size,
+    perturb,
     run_measured,
     s3_client,
     s3_env,
@@ -80,27 +82,12 @@ class Runs:
         return Stats.of([upload.server_phases[name] for upload in self.uploads])
 
 
-def parse_size(text: str) -> int:
-    """`2GiB`, `64MiB`, `512KiB` or a number of bytes."""
-    match = re.fullmatch(r"(\d+)\s*(KiB|MiB|GiB)?", text.strip())
-    if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 2GiB, 64MiB, 1048576)")
-    factor = {"KiB": 1024, "MiB": MiB, "GiB": 1024 * MiB, None: 1}[match[2]]
-    return int(match[1]) * factor
-
-
 def write_test_file(path: Path, size: int) -> None:
     """`size` bytes: a 64 MiB random block, repeated (cheap; neither uploader compresses or deduplicates)."""
     block = os.urandom(min(BLOCK, size))
     with path.open("wb") as sink:
         for offset in range(0, size, len(block)):
             sink.write(block[: size - offset])
-
-
-def perturb(path: Path) -> None:
-    """New content for the next upload: fresh random first bytes (a new SHA-256, so a new content address)."""
-    with path.open("r+b") as sink:
-        sink.write(os.urandom(16))
 
 
 def upload_with_mreg(path: Path, env: dict[str, str], workdir: Path, args: argparse.Namespace) -> tuple[Measured, str]:
@@ -132,15 +119,6 @@ def server_phases(requests: list[tuple[float, str]]) -> dict[str, float]:
     }
 
 
-def empty_bucket(client: Any) -> None:
-    """Delete every object and abort every multipart upload (outside the timed part of a run)."""
-    for upload in client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
-        client.abort_multipart_upload(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        for entry in page.get("Contents", []):
-            client.delete_object(Bucket=BUCKET, Key=entry["Key"])
-
-
 def upload_once(name: str, index: int, path: Path, server: MotoServer, env: dict[str, str], args: Any) -> Upload:
     """One upload of a fresh version of the file by `name` (mreg or awscli), checked, then deleted."""
     perturb(path)
@@ -155,7 +133,7 @@ def upload_once(name: str, index: int, path: Path, server: MotoServer, env: dict
     client = s3_client(server.endpoint)
     if client.head_object(Bucket=BUCKET, Key=key)["ContentLength"] != args.size:
         raise SystemExit(f"{name} stored {key} with the wrong size")
-    empty_bucket(client)
+    empty_bucket(client, BUCKET)
     speed = args.size / MiB / result.wall
     print(
         f"run {index + 1} {name:<6} {result.wall:7.2f} s  {speed:7.1f} MiB/s  "

@@ -1,9 +1,13 @@
-"""Upload one file with mreg's object store, as `mreg register` does, and print what happened as JSON.
+"""Upload one file, or one directory, with mreg's object store, as `mreg register` does, and print what
+happened as JSON.
 
     python bench/upload_driver.py s3://BUCKET/objects FILE [--part-size MIB] [--concurrency N]
+    python bench/upload_driver.py --tree s3://BUCKET/objects DIRECTORY [--workers N] [...]
 
-The S3 endpoint and credentials come from the environment (AWS_ENDPOINT_URL, ...), as for mreg itself.
-Every S3 request is timed through botocore's events, so the benchmark can say where the time went.
+A file goes through `put_file`; a directory (`--tree`) is scanned and hashed by `scan_tree`, then stored by
+`put_tree`, as `mreg register` does (timed apart). The S3 endpoint and credentials come from the environment
+(AWS_ENDPOINT_URL, ...), as for mreg itself. Every S3 request is timed through botocore's events, and each
+`put_file` of a tree, so the benchmark can say where the time went.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mreg.storage import open_object_store
+from mreg.storage import Progress, StoredObject, directories, open_object_store
+from mreg.storage._tree import scan_tree
 from mreg.storage.s3 import MiB, S3ObjectStore
 
 
@@ -50,12 +55,60 @@ class RequestTimes:
         }
 
 
+class FileTimes:
+    """Start and end (seconds since `origin`) of every `put_file` call of a store, with the file's path."""
+
+    def __init__(self, store: S3ObjectStore, root: Path, origin: float) -> None:
+        self.root, self.origin = root, origin
+        self.calls: list[tuple[str, int, float, float]] = []
+        self._put_file = store.put_file
+        store.put_file = self.put_file  # type: ignore[method-assign]
+
+    def put_file(self, path: Path, *, on_progress: Progress | None = None) -> StoredObject:
+        started = time.perf_counter() - self.origin
+        stored = self._put_file(path, on_progress=on_progress)
+        name = path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else "(manifest)"
+        self.calls.append((name, stored.size, started, time.perf_counter() - self.origin))
+        return stored
+
+
+def upload_file(store: S3ObjectStore, path: Path, times: RequestTimes) -> dict[str, Any]:
+    stored = store.put_file(path)
+    return {
+        "uri": stored.uri,
+        "sha256": stored.sha256,
+        "size": stored.size,
+        "seconds": time.perf_counter() - times.origin,
+    }
+
+
+def upload_tree(store: S3ObjectStore, root: Path, times: RequestTimes) -> dict[str, Any]:
+    """`scan_tree`, then `put_tree` with that manifest, as `mreg register` does; each timed."""
+    files = FileTimes(store, root, times.origin)
+    manifest = scan_tree(root)
+    scanned = time.perf_counter() - times.origin
+    stored = directories.put_tree(store, root, manifest=manifest)
+    return {
+        "uri": stored.manifest.uri,
+        "sha256": stored.manifest.sha256,
+        "size": stored.size,
+        "count": stored.count,
+        "uploaded": stored.uploaded,
+        "scan_seconds": scanned,
+        "seconds": time.perf_counter() - times.origin,
+        "workers": directories.UPLOAD_WORKERS,
+        "files": files.calls,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store")
-    parser.add_argument("file", type=Path)
+    parser.add_argument("path", type=Path, help="the file (or, with --tree, the directory) to upload")
+    parser.add_argument("--tree", action="store_true", help="upload a directory model (scan_tree, put_tree)")
     parser.add_argument("--part-size", type=int, help="part size in MiB (default: the store's)")
-    parser.add_argument("--concurrency", type=int, help="parts in flight (default: the store's)")
+    parser.add_argument("--concurrency", type=int, help="parts in flight per file (default: the store's)")
+    parser.add_argument("--workers", type=int, help="files uploaded at once with --tree (default: put_tree's)")
     args = parser.parse_args()
 
     store = open_object_store(args.store, Path.cwd())
@@ -64,21 +117,14 @@ def main() -> None:
         store.part_size = args.part_size * MiB
     if args.concurrency:
         store.concurrency = args.concurrency
+    if args.workers:
+        directories.UPLOAD_WORKERS = args.workers
     times = RequestTimes()
     store.client.meta.events.register("before-call.s3", times.before)
     store.client.meta.events.register("after-call.s3", times.after)
     times.origin = time.perf_counter()
-    stored = store.put_file(args.file)
-    seconds = time.perf_counter() - times.origin
-    document = {
-        "uri": stored.uri,
-        "sha256": stored.sha256,
-        "size": stored.size,
-        "seconds": seconds,
-        "part_size": store.part_size,
-        "concurrency": store.concurrency,
-        "requests": times.summary(),
-    }
+    document = upload_tree(store, args.path, times) if args.tree else upload_file(store, args.path, times)
+    document |= {"part_size": store.part_size, "concurrency": store.concurrency, "requests": times.summary()}
     print(json.dumps(document))
 
 

@@ -1,4 +1,5 @@
-"""Serve a registered ONNX iris model with onnxruntime; the file is checked against its SHA-256."""
+"""Serve a registered ONNX iris model with onnxruntime, by mreg's serving contract: the model is at
+MREG_MODEL_PATH and is checked against MREG_MODEL_SHA256; the server listens on PORT (on HOST when set)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
+import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 CLASSES = ["setosa", "versicolor", "virginica"]
-MODEL_PATH = Path(os.environ.get("MODEL_PATH", "/models/model.onnx"))
+MODEL_PATH = Path(os.environ.get("MREG_MODEL_PATH", "/mnt/models/model.onnx"))
 
 
 def open_session(path: Path, expected_sha256: str | None) -> onnxruntime.InferenceSession:
@@ -23,7 +25,7 @@ def open_session(path: Path, expected_sha256: str | None) -> onnxruntime.Inferen
     return onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
 
 
-SESSION = open_session(MODEL_PATH, os.environ.get("MODEL_SHA256"))
+SESSION = open_session(MODEL_PATH, os.environ.get("MREG_MODEL_SHA256"))
 INPUT = SESSION.get_inputs()[0].name
 app = FastAPI(title="iris-onnx")
 
@@ -42,3 +44,8 @@ def predict(request: PredictRequest) -> dict[str, list[object]]:
     labels = SESSION.run(None, {INPUT: np.asarray(request.instances, dtype=np.float32)})[0]
     predictions = [int(label) for label in labels]
     return {"predictions": predictions, "classes": [CLASSES[label] for label in predictions]}
+
+
+if __name__ == "__main__":
+    host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a pod's server must answer on the pod's address
+    uvicorn.run(app, host=host, port=int(os.environ.get("PORT", "8080")))

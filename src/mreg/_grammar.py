@@ -25,6 +25,25 @@ def is_name(text: str) -> bool:
     return len(text) <= MAX_NAME and NAME_RE.fullmatch(text) is not None
 
 
+KEY_RE = re.compile(r"[a-z0-9][a-z0-9._/-]{0,127}")
+"""A metric, param or tag key."""
+KEY_RULE = "1-128 lower-case letters, digits, '.', '_', '/' or '-', starting with a letter or digit"
+
+DOCUMENT_PART_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+"""One part of a registry document's path: a name, a number or an id mreg made."""
+DocumentPath = tuple[str, ...]
+"""A document below a registry's root, e.g. `("models", NAME, "annotations", "0000000003")`; a record store
+keeps it as `<root>/models/NAME/annotations/0000000003.json` (the file store keeps `models/NAME/` in `NAME/`)."""
+
+
+def document_path(*parts: str) -> DocumentPath:
+    """A document path, each part checked, so that only names, numbers and ids reach a key or a file."""
+    for part in parts:
+        if not DOCUMENT_PART_RE.fullmatch(part) or ".." in part:
+            raise ValueError(f"{part!r} is not a valid document path part")
+    return parts
+
+
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?"
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"

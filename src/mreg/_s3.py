@@ -27,7 +27,7 @@ ABORT_BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 """Waits between attempts to abort a failed multipart upload: the server may be coming back."""
 OUTAGE_WINDOW = 40.0
 """How long an upload keeps retrying a request that failed transiently (after botocore's own retries): a CI
-runner's network may blip for ten seconds or more."""
+runner's network may blip for ten seconds or more. MREG_OUTAGE_WINDOW (seconds) overrides it."""
 _TRANSIENT_CODES = {
     "RequestTimeout",
     "SlowDown",
@@ -161,10 +161,10 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def through_outages(call: Callable[[], _T], *, window: float = OUTAGE_WINDOW) -> _T:
+def through_outages(call: Callable[[], _T]) -> _T:
     """`call()`, sent again with exponential backoff (0.5 s doubling to 4 s) while it fails transiently,
-    for up to `window` seconds; any other failure, or one past the window, is raised."""
-    deadline = time.monotonic() + window
+    for up to the outage window; any other failure, or one past the window, is raised."""
+    deadline = time.monotonic() + float(os.environ.get("MREG_OUTAGE_WINDOW", OUTAGE_WINDOW))
     delay = 0.5
     while True:
         try:

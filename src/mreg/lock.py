@@ -13,8 +13,9 @@ import re
 import subprocess
 import tempfile
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
@@ -34,6 +35,8 @@ UV_VERSION = "0.13.9"
 """The uv that installs packages inside the images; it is locked (and hash-checked) like them."""
 SetName = Literal["base", "train", "serve", "tools"]
 SETS: tuple[SetName, ...] = ("base", "train", "serve", "tools")
+LockMode = Literal["auto", "locked", "frozen"]
+"""How a build treats the lock: write it when missing or stale, refuse it then, or take it as it is."""
 _SET_GROUPS: dict[SetName, tuple[str, ...]] = {
     "base": ("shared",),
     "train": ("shared", "train"),
@@ -119,24 +122,37 @@ def lock_path(spec: Spec) -> Path:
     return spec.root / LOCK_NAME
 
 
+def read_lock(spec: Spec) -> Lock:
+    """The spec's lock file as it is (not compared to the spec), refused when missing or damaged."""
+    lock = _read_lock(spec)
+    if lock is None:
+        raise InvalidInputError(f"{lock_path(spec)}: no lock file; run `mreg lock`.")
+    return lock
+
+
 def load_lock(spec: Spec) -> Lock:
     """The spec's lock, refused when missing, damaged or written for other packages."""
+    lock = read_lock(spec)
+    changed = lock.stale_groups(spec)
+    if changed:
+        raise InvalidInputError(
+            f"{lock_path(spec)}: out of date: {', '.join(changed)} changed in {spec.source.name} since it was "
+            "written; run `mreg lock`."
+        )
+    return lock
+
+
+def _read_lock(spec: Spec) -> Lock | None:
+    """The lock file, or None when there is none; a damaged one is refused."""
     path = lock_path(spec)
     try:
-        lock = Lock.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError as exc:
-        raise InvalidInputError(f"{path}: no lock file; run `mreg lock` (or `mreg build --lock`).") from exc
+        return Lock.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValidationError) as exc:
         raise InvalidInputError(
             f"{path}: not a lock file mreg can read ({_first_line(exc)}); run `mreg lock`."
         ) from exc
-    changed = lock.stale_groups(spec)
-    if changed:
-        raise InvalidInputError(
-            f"{path}: out of date: {', '.join(changed)} changed in {spec.source.name} since it was written; "
-            "run `mreg lock` (or `mreg build --lock`)."
-        )
-    return lock
 
 
 def resolve(spec: Spec, indexes: PackageIndexes | None = None) -> Lock:
@@ -206,15 +222,32 @@ def write_lock(spec: Spec, lock: Lock) -> Path:
     return path
 
 
-def ensure_lock(spec: Spec, *, relock: bool, indexes: PackageIndexes | None = None) -> Lock:
-    """The current lock; with `relock`, a missing or stale one is resolved and written first."""
-    try:
+def ensure_lock(
+    spec: Spec,
+    *,
+    mode: LockMode = "auto",
+    indexes: PackageIndexes | None = None,
+    relocking: Callable[[str], AbstractContextManager[object]] = lambda reason: nullcontext(),
+) -> Lock:
+    """The lock a build uses, the way uv and cargo treat theirs.
+
+    `auto`: the current lock; a missing or stale one is resolved and written first, inside
+    `relocking(reason)` (e.g. "no registry.lock"), so that the caller can say so. A damaged lock is refused,
+    never overwritten. `locked`: the current lock, else InvalidInputError. `frozen`: the lock file as it
+    is, not compared to the spec.
+    """
+    if mode == "locked":
         return load_lock(spec)
-    except InvalidInputError:
-        if not relock:
-            raise
-    lock = resolve(spec, indexes)
-    write_lock(spec, lock)
+    if mode == "frozen":
+        return read_lock(spec)
+    current = _read_lock(spec)
+    changed = current.stale_groups(spec) if current is not None else []
+    if current is not None and not changed:
+        return current
+    reason = f"{LOCK_NAME} is out of date ({', '.join(changed)} changed)" if current else f"no {LOCK_NAME}"
+    with relocking(reason):
+        lock = resolve(spec, indexes)
+        write_lock(spec, lock)
     return lock
 
 

@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -20,8 +21,10 @@ from mreg.errors import InvalidInputError, SkewError
 from mreg.guards.onnx import check_serve_runtime, find_onnx
 from mreg.guards.skew import ImageEnvironment, check_environments, inspect_image, read_inventory
 from mreg.indexes import PackageIndexes
-from mreg.lock import ensure_lock, load_lock
+from mreg.lock import LockMode, ensure_lock, load_lock
 from mreg.records import GitInfo, Record
+from mreg.records._metadata import Metadata
+from mreg.records.model import ServingContract
 from mreg.registry import Registry
 from mreg.render import BuildContext, render
 from mreg.spec import STAGES, Spec, Stage
@@ -58,19 +61,21 @@ def build(
     push: bool = False,
     network: str | None = "auto",
     rebuild: bool = False,
-    relock: bool = False,
+    lock_mode: LockMode = "auto",
+    relocking: Callable[[str], AbstractContextManager[object]] = lambda reason: nullcontext(),
     on_line: LineSink = lambda line: None,
 ) -> BuildResult:
     """Build the spec's images from its lock, check them for skew, then push them when asked.
 
     Images whose content tag already exists (locally, or in the registry when pushing) are reused. Images
     that fail the skew guard are untagged, so that the next build does not reuse them. `network` is the
-    build's network; `auto` asks the engine (only when something is to be built).
+    build's network; `auto` asks the engine (only when something is to be built). `lock_mode` and
+    `relocking` are `ensure_lock`'s: by default a missing or stale lock is written first.
     """
     if push and not spec.images.repository:
         raise InvalidInputError(f'{spec.source}: --push needs images.repository (e.g. "registry:5000/team/model").')
     indexes = PackageIndexes.from_environment()
-    lock = ensure_lock(spec, relock=relock, indexes=indexes)
+    lock = ensure_lock(spec, mode=lock_mode, indexes=indexes, relocking=relocking)
     context = render(spec, lock, buildkit=engine.buildkit, index_secrets=indexes.urls.keys())
     saved = _saved_result(spec)
     repository = spec.images.repository or f"mreg/{spec.model.name}"
@@ -196,6 +201,7 @@ def register(
     engine: Callable[[], Engine],
     build_result: Path | None = None,
     on_progress: Progress | None = None,
+    metadata: Metadata | None = None,
 ) -> Record:
     """Upload the model (a file, or a directory: one object per file plus a manifest), then write the next
     immutable version of the model's record.
@@ -203,7 +209,7 @@ def register(
     A directory is refused before anything is uploaded when it holds links, special files, unreadable
     entries, names that differ only by case or are not NFC, or no file. An ONNX model (a file, or a
     directory's ONNX file with its external data) is first opened by the serve image's onnxruntime (`engine`
-    is only opened for that).
+    is only opened for that). `metadata` (metrics, params, datasets, run URL) goes into the record.
     """
     built = load_build_result(spec, build_result)
     if model_path.is_symlink() or not (model_path.is_file() or model_path.is_dir()):
@@ -229,6 +235,9 @@ def register(
             created_at=created_at,
             git=git,
             onnx=onnx,
+            base_image=spec.python.image,
+            serving=ServingContract(port=spec.stages.serve.port, health=spec.stages.serve.health),
+            **(metadata or Metadata()).record_fields(),
         )
 
     return registry.create(spec.model.name, make)

@@ -15,12 +15,14 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mreg.errors import IntegrityError, MregError
+from mreg.errors import IntegrityError, InvalidInputError, MregError, StorageError
 from mreg.records import (
     Alias,
     BuiltImage,
@@ -33,13 +35,31 @@ from mreg.records import (
     open_record_store,
     parse_model_ref,
 )
-from mreg.storage import ObjectStore, Progress, open_object_store
+from mreg.records._annotations import (
+    Annotations,
+    Purge,
+    describe_edit,
+    purge_edit,
+    tag_edit,
+    unyank_edit,
+    yank_edit,
+)
+from mreg.records._diff import VersionDiff, diff_records
+from mreg.records._events import Event, emit, read_events
+from mreg.records._metadata import MAX_DESCRIPTION, check_key, check_text
+from mreg.records.store import VersionInfo
+from mreg.storage import ListedObject, ObjectStore, Progress, open_object_store
 from mreg.storage._tree import TreeManifest
-from mreg.storage.directories import fetch_tree, put_tree, verify_tree
+from mreg.storage.directories import fetch_tree, put_tree, read_manifest, verify_tree
+from mreg.storage.file import file_uri_path
 
 if TYPE_CHECKING:
     from mreg.engine import Engine
+    from mreg.records._filter import Filter, Order
     from mreg.spec import Spec
+
+GRACE = timedelta(hours=24)
+"""How old an unreferenced object must be before `gc` deletes it: older than any register still running."""
 
 
 def actor() -> str:
@@ -56,6 +76,21 @@ class Check:
     subject: str
     ok: bool
     detail: str
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What `gc` deleted (or, in a dry run, would delete) and what it kept."""
+
+    dry_run: bool
+    deleted: list[ListedObject]
+    """Objects no record references, older than the grace period."""
+    young: list[ListedObject]
+    """Objects no record references yet, kept for the grace period (a register may be writing its record)."""
+    referenced: int
+    """Objects kept because a record references them."""
+    purged: list[str]
+    """`NAME:VERSION` of each yanked version whose objects were released."""
 
 
 class Registry:
@@ -90,7 +125,8 @@ class Registry:
 
     # -- reading ---------------------------------------------------------------------------------
     def get(self, ref: str | ModelRef) -> Record:
-        """The record `NAME`, `NAME:VERSION` or `NAME@ALIAS` names (the latest version for `NAME`)."""
+        """The record `NAME`, `NAME:VERSION` or `NAME@ALIAS` names: for `NAME`, the latest version that is not
+        yanked; an exact version or an alias resolves whether yanked or not (see `annotations`)."""
         return self._records.resolve(parse_model_ref(ref) if isinstance(ref, str) else ref)
 
     def versions(self, name: str, *, limit: int = 20, before: int | None = None) -> list[Record]:
@@ -112,8 +148,18 @@ class Registry:
     # -- writing ---------------------------------------------------------------------------------
     def alias(self, name: str, alias: str, version: int | None) -> Alias:
         """Point `name@alias` at `version` (None removes it; its history is kept). Each move is recorded
-        with who made it and when; concurrent moves are applied one after the other."""
-        return self._records.move_alias(name, alias, version, actor=actor())
+        with who made it and when; concurrent moves are applied one after the other. A yanked version is
+        refused."""
+        if version is not None:
+            yanked = self._records.annotations(name, version).yanked
+            if yanked is not None:
+                raise InvalidInputError(
+                    f"{name}:{version} is yanked ({yanked.reason}); unyank it before pointing {name}@{alias} at it."
+                )
+        moved = self._records.move_alias(name, alias, version, actor=actor())
+        data = {"name": name, "alias": alias, "version": moved.version, "previous": moved.history[-1].previous}
+        self._emit("io.mreg.alias.moved", f"{name}@{alias}", data)
+        return moved
 
     def store_model(
         self, path: Path, *, tree: TreeManifest | None = None, on_progress: Progress | None = None
@@ -138,8 +184,218 @@ class Registry:
         )
 
     def create(self, name: str, make: RecordFactory) -> Record:
-        """Write the next version of `name`'s record, `make(version)`, never overwriting one."""
-        return self._records.create(name, make)
+        """Write the next version of `name`'s record, `make(version)`, never overwriting one, then its event."""
+        record = self._records.create(name, make)
+        model = {"uri": record.model.uri, "sha256": record.model.sha256, "size": record.model.size}
+        data = {"name": name, "version": record.version, "digest": record.digest, "model": model}
+        self._emit("io.mreg.version.registered", f"{name}:{record.version}", data)
+        return record
+
+    # -- annotations -----------------------------------------------------------------------------
+    def annotations(self, ref: str | ModelRef | Record) -> Annotations:
+        """The tags, description and yank state of a version (a record, or the version `ref` names), with
+        every change made to them."""
+        record = ref if isinstance(ref, Record) else self.get(ref)
+        return self._records.annotations(record.name, record.version)
+
+    def tag(
+        self,
+        ref: str | ModelRef,
+        *,
+        set: Mapping[str, str] | None = None,
+        delete: Iterable[str] = (),
+    ) -> Annotations:
+        """Set tags (`KEY=VALUE`) and delete tags of a version; concurrent changes are all applied."""
+        record = self.get(ref)
+        where = f"{record.name}:{record.version}"
+        added, deleted = dict(set or {}), list(delete)
+        if not added and not deleted:
+            raise InvalidInputError(f"{where}: give tags to set (KEY=VALUE) or to delete (--delete KEY).")
+        for key, value in added.items():
+            check_text(value, f"tag {check_key(key, 'tag', where)!r}", where)
+        for key in deleted:
+            if key in added:
+                raise InvalidInputError(f"{where}: tag {check_key(key, 'tag', where)!r} is both set and deleted.")
+        before, after = self._records.annotate(
+            record.name, record.version, tag_edit(where, added, deleted, by=actor(), at=datetime.now(UTC))
+        )
+        if after is not before:
+            changed = {key: value for key, value in after.tags.items() if before.tags.get(key) != value}
+            data = {"name": record.name, "version": record.version, "set": changed, "deleted": deleted}
+            self._emit("io.mreg.version.tagged", where, data)
+        return after
+
+    def describe(self, ref: str | ModelRef, text: str) -> Annotations:
+        """Replace a version's description (an empty text removes it)."""
+        record = self.get(ref)
+        where = f"{record.name}:{record.version}"
+        check_text(text, "the description", where, limit=MAX_DESCRIPTION, lines=True)
+        edit = describe_edit(text, by=actor(), at=datetime.now(UTC))
+        before, after = self._records.annotate(record.name, record.version, edit)
+        if after is not before:
+            data = {"name": record.name, "version": record.version, "description": after.description}
+            self._emit("io.mreg.version.described", where, data)
+        return after
+
+    def yank(self, ref: str | ModelRef, reason: str, *, force: bool = False) -> Annotations:
+        """Yank a version, as PEP 592 yanks a release: it stays (its number is never reused), `NAME` and
+        `find` skip it, and no alias may move to it. A version an alias points to needs `force`, and the
+        aliases are recorded with the yank."""
+        record = self.get(ref)
+        where = f"{record.name}:{record.version}"
+        if not reason.strip():
+            raise InvalidInputError(f"{where}: a yank needs a reason (--reason TEXT).")
+        check_text(reason, "the reason", where)
+        pointing = [alias.alias for alias in self.aliases(record.name) if alias.version == record.version]
+        if pointing and not force:
+            names = ", ".join(f"{record.name}@{alias}" for alias in pointing)
+            raise InvalidInputError(f"{where} is where {names} points; move the alias first, or yank it with --force.")
+        edit = yank_edit(where, reason, pointing, by=actor(), at=datetime.now(UTC))
+        _, after = self._records.annotate(record.name, record.version, edit)
+        data = {"name": record.name, "version": record.version, "reason": reason, "aliases": pointing}
+        self._emit("io.mreg.version.yanked", where, data)
+        return after
+
+    def unyank(self, ref: str | ModelRef) -> Annotations:
+        """Make a yanked version usable again (not one that `gc` purged)."""
+        record = self.get(ref)
+        where = f"{record.name}:{record.version}"
+        edit = unyank_edit(where, by=actor(), at=datetime.now(UTC))
+        _, after = self._records.annotate(record.name, record.version, edit)
+        self._emit("io.mreg.version.unyanked", where, {"name": record.name, "version": record.version})
+        return after
+
+    # -- finding and comparing -------------------------------------------------------------------
+    def find(
+        self,
+        name: str,
+        filter: str | Filter | None = None,
+        order_by: str | Order | None = None,
+        *,
+        limit: int = 20,
+        include_yanked: bool = False,
+        before: int | None = None,
+    ) -> list[VersionInfo]:
+        """Up to `limit` versions of `name` that pass `filter` (the `mreg list --filter` language), in
+        `order_by` (`FIELD [asc|desc]`; newest first by default), older than `before` when given. Yanked
+        versions are left out unless `include_yanked` or the filter asks about `yanked`. Each result is
+        checked against its record and annotations as they are now."""
+        from mreg.records._filter import parse_filter, parse_order
+
+        parsed = parse_filter(filter) if isinstance(filter, str) else filter
+        order = parse_order(order_by) if isinstance(order_by, str) else order_by
+        return self._records.find(
+            check_name(name), filter=parsed, order=order, limit=limit, include_yanked=include_yanked, before=before
+        )
+
+    def diff(self, a: str | ModelRef, b: str | ModelRef) -> VersionDiff:
+        """What changed from version `a` to version `b`: packages per image, images, metrics, and more."""
+        return diff_records(self.get(a), self.get(b))
+
+    def events(self, name: str | None = None, since: datetime | None = None) -> list[Event]:
+        """The registry's events (of model `name`, at or after `since`), oldest first."""
+        return read_events(self._records, name=check_name(name) if name else None, since=since)
+
+    def _emit(self, type_: str, subject: str | None, data: dict[str, Any]) -> Event:
+        try:
+            return emit(self._records, type_, subject, data)
+        except MregError as exc:
+            raise StorageError(
+                f"{subject or 'the registry'} was changed, but its {type_} event could not be written: {exc}"
+            ) from exc
+
+    # -- garbage collection ----------------------------------------------------------------------
+    def gc(
+        self,
+        *,
+        dry_run: bool = False,
+        grace: timedelta = GRACE,
+        purge_yanked_older_than: timedelta | None = None,
+    ) -> GcReport:
+        """Mark and sweep the object store: delete every object that no record references and that is older
+        than `grace` (so that a register running meanwhile, whose record is not written yet, keeps its
+        model). With `purge_yanked_older_than`, versions yanked longer ago are purged first: marked so in
+        their annotations (their records stay) and their objects no longer referenced. Also brings each
+        model's version index up to date."""
+        objects = self._require_objects()
+        if grace < timedelta(0) or (purge_yanked_older_than is not None and purge_yanked_older_than < timedelta(0)):
+            raise InvalidInputError("gc: durations cannot be negative.")
+        now = datetime.now(UTC)
+        yanked_before = None if purge_yanked_older_than is None else now - purge_yanked_older_than
+        listed = objects.list_objects()  # before marking: what a register uploads from now on is young
+        referenced: set[str] = set()
+        purged: list[str] = []
+        for name in self._records.models():
+            records = self._all_records(name)
+            yanked = self._records.yanked(name)
+            for record in records:
+                state = yanked.get(record.version)
+                if state is not None and _due(state, yanked_before):
+                    state = state.changed([], purged=Purge(by=actor(), at=now)) if dry_run else self._purge(record)
+                    purged += [f"{name}:{record.version}"] if state.purged else []
+                if state is None or state.purged is None:
+                    referenced |= self._referenced_objects(record)
+            if not dry_run:
+                self._records.reindex(name, records, markers_older_than=now - grace)
+        report = self._sweep(listed, referenced, now - grace, dry_run=dry_run, purged=purged)
+        if not dry_run and (report.deleted or purged):
+            data = {"deleted": len(report.deleted), "bytes": sum(o.size for o in report.deleted), "purged": purged}
+            self._emit("io.mreg.gc.swept", None, data)
+        return report
+
+    def _purge(self, record: Record) -> Annotations:
+        """Mark a yanked version purged (left as it is when it was unyanked meanwhile)."""
+        edit = purge_edit(by=actor(), at=datetime.now(UTC))
+        return self._records.annotate(record.name, record.version, edit)[1]
+
+    def _sweep(
+        self, listed: list[ListedObject], referenced: set[str], cutoff: datetime, *, dry_run: bool, purged: list[str]
+    ) -> GcReport:
+        objects = self._require_objects()
+        kept = {_normal(uri) for uri in referenced}
+        unreferenced = [found for found in listed if _normal(found.uri) not in kept]
+        deleted = [found for found in unreferenced if found.modified < cutoff]
+        if not dry_run:
+            for found in deleted:
+                objects.delete(found.uri)
+        young = [found for found in unreferenced if found.modified >= cutoff]
+        return GcReport(dry_run, deleted, young, len(listed) - len(unreferenced), purged)
+
+    def _all_records(self, name: str) -> list[Record]:
+        latest = self._records.latest_version(name)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return list(pool.map(lambda version: self._records.get(name, version), range(1, latest + 1)))
+
+    def _referenced_objects(self, record: Record) -> set[str]:
+        """The objects of this registry's object store that a record needs: its model object and the content
+        address that finds it; for a directory model, those of its manifest and of every file in it."""
+        objects = self._require_objects()
+        model = record.model
+        found = set(objects.references(model.uri, model.sha256))
+        if model.kind == "directory":
+            reader = self._reader(record)
+            for entry in {
+                entry.sha256: entry for entry in read_manifest(reader, model.uri, model.sha256).files
+            }.values():
+                located = reader.find(entry.sha256, entry.size)
+                if located is not None:
+                    found |= set(objects.references(located, entry.sha256))
+        return found
+
+    def _require_objects(self) -> ObjectStore:
+        if self._objects is None:
+            raise MregError(f"the registry {self.where} was opened without an object store; use Registry.from_spec.")
+        return self._objects
+
+    def _purged_checks(self, record: Record) -> list[Check]:
+        """For a version `gc` purged, what `verify` reports instead of a model it would find gone."""
+        purged = self._records.annotations(record.name, record.version).purged
+        if purged is None:
+            return []
+        return [
+            Check("record", True, f"{record.name}:{record.version} matches its digest {record.digest}"),
+            Check("model", False, f"purged by gc at {purged.at.isoformat()} ({purged.by}) after it was yanked"),
+        ]
 
     # -- models ----------------------------------------------------------------------------------
     def download(
@@ -170,6 +426,8 @@ class Registry:
         naming each one missing or changed) and that both images are still there, pinned by their recorded
         digests (and their tags not moved). The record's own digest was checked when it was read; `engine` is
         opened only for the images."""
+        if purged := self._purged_checks(record):
+            return purged
         checks = [Check("record", True, f"{record.name}:{record.version} matches its digest {record.digest}")]
         checks += self._check_model(record)
         try:
@@ -199,6 +457,21 @@ class Registry:
         """A store that reads the record's model (wherever the record says it is)."""
         where = record.model.store if record.model.kind == "directory" and record.model.store else record.model.uri
         return open_object_store(where, endpoint_url=self._storage_endpoint_url)
+
+
+def _due(state: Annotations, yanked_before: datetime | None) -> bool:
+    """Whether a version is to be purged: yanked before `yanked_before` (None: purge nothing), not purged yet."""
+    return (
+        yanked_before is not None
+        and state.yanked is not None
+        and state.purged is None
+        and state.yanked.at < yanked_before
+    )
+
+
+def _normal(uri: str) -> str:
+    """An object URI in one spelling: a local path resolved (links, `..`), any other URI as it is."""
+    return file_uri_path(uri).resolve().as_uri() if uri.startswith("file://") else uri
 
 
 def _plain_name(name: str) -> str:

@@ -43,6 +43,12 @@ LABEL_KEY_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 PATH_PART_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 RESERVED_LABEL_PREFIXES = ("io.mreg.", "org.opencontainers.image.")
 MAX_TEXT = 1024
+DEFAULT_PORT = 8080
+DEFAULT_TRAIN_OUTPUT = "/out"
+HTTP_PATH_RE = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]{0,1023}")
+"""An HTTP path (and query) as a health check requests it: RFC 3986 characters only, at most 1024."""
+RESERVED_MOUNTS = ("/", "/app", "/opt", "/opt/venv", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/lib")
+"""Container paths a training output may not be mounted on (the image's own code, Python or system)."""
 
 
 def _fail(reason: str) -> PydanticCustomError:
@@ -131,6 +137,32 @@ def _relative_path(value: str) -> str:
     return value
 
 
+def _health_path(value: str) -> str:
+    if not HTTP_PATH_RE.fullmatch(value):
+        raise _fail(
+            "is not an HTTP path: it starts with '/', holds at most 1024 URL characters (letters, digits and "
+            "-._~!$&'()*+,;=:@%/?) and no spaces"
+        )
+    return value
+
+
+def _container_path(value: str) -> str:
+    parts = value.split("/")[1:]
+    if len(value) > 255 or not value.startswith("/") or not all(PATH_PART_RE.fullmatch(part) for part in parts):
+        raise _fail(
+            "is not an absolute container path of plain names (a leading '/', then letters, digits, '.', '_', "
+            "'-' separated by '/'; at most 255 characters)"
+        )
+    if any(part in {".", ".."} for part in parts):
+        raise _fail("is not allowed: '.' and '..' path components are refused")
+    if value in RESERVED_MOUNTS or value.startswith(("/proc/", "/sys/", "/dev/")):
+        raise _fail(
+            f"is reserved: a mount there would hide the image's code, Python or system ({', '.join(RESERVED_MOUNTS)}, "
+            "and anything below /proc, /sys or /dev)"
+        )
+    return value
+
+
 def _store_uri(value: str) -> str:
     try:
         if store_scheme(value) != "file":
@@ -166,6 +198,9 @@ RelativePath = Annotated[str, AfterValidator(_relative_path)]
 StoreUri = Annotated[str, AfterValidator(_store_uri)]
 EndpointUrl = Annotated[str, AfterValidator(_endpoint_url)]
 Argument = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+HealthPath = Annotated[str, AfterValidator(_health_path)]
+ContainerPath = Annotated[str, AfterValidator(_container_path)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class _Table(BaseModel):
@@ -217,9 +252,21 @@ class StageTable(_Table):
     command: list[Argument] | None = Field(default=None, min_length=1)
 
 
+class TrainStageTable(StageTable):
+    output: ContainerPath = DEFAULT_TRAIN_OUTPUT
+    """Where the train container writes its model: `mreg train` mounts the output directory there."""
+
+
+class ServeStageTable(StageTable):
+    port: Port = DEFAULT_PORT
+    """The default of the serve container's PORT, the port its server listens on."""
+    health: HealthPath | None = None
+    """An HTTP path that answers 2xx once the server is ready; without it, readiness is an open port."""
+
+
 class StagesTable(_Table):
-    train: StageTable = StageTable()
-    serve: StageTable = StageTable()
+    train: TrainStageTable = TrainStageTable()
+    serve: ServeStageTable = ServeStageTable()
 
 
 class StorageTable(_Table):

@@ -73,7 +73,7 @@ def test_failed_build_exits_4_with_the_output_tail_and_saves_nothing(tmp_path: P
 def test_unknown_distribution_fails_the_lock_not_the_build(tmp_path: Path) -> None:
     project = tiny_project(tmp_path, shared=("mreg-no-such-distribution-anywhere==1.0",))
     assert not (project / "registry.lock").exists()
-    result = mreg("build", "--lock", cwd=project, check=False)
+    result = mreg("build", cwd=project, check=False)
     assert result.returncode == 2
     assert "the packages cannot be locked" in result.stderr
     assert "packages.shared[0] = mreg-no-such-distribution-anywhere==1.0" in result.stderr

@@ -66,19 +66,20 @@ def test_a_serve_only_cap_on_a_shared_dependency_holds_for_both_images(capped: P
     }
 
 
-def test_a_stale_lock_is_refused_and_build_lock_relocks(capped: Path, tmp_path: Path) -> None:
+def test_a_stale_lock_is_refused_by_build_locked_and_relocked_by_build(capped: Path, tmp_path: Path) -> None:
     project = tmp_path / "stale"
     project.mkdir()
     (project / "registry.toml").write_text(CAPPED)
     (project / "registry.lock").write_text((capped / "registry.lock").read_text())
     (project / "registry.toml").write_text(CAPPED.replace("elasticsearch==7.17.9", "elasticsearch==7.17.8"))
-    refused = mreg("build", cwd=project, check=False)
+    refused = mreg("build", "--locked", cwd=project, check=False)
     assert refused.returncode == 2
     assert refused.stderr == (
         f"error: {project}/registry.lock: out of date: packages.serve changed in registry.toml since it was "
-        "written; run `mreg lock` (or `mreg build --lock`).\n"
+        "written; run `mreg lock`.\n"
     )
-    mreg("build", "--lock", "--target", "serve", cwd=project)
+    relocked = mreg("build", "--target", "serve", cwd=project)
+    assert "mreg: registry.lock is out of date (packages.serve changed); locking first\n" in relocked.stderr
     assert lock_versions(project)["elasticsearch"][0] == "7.17.8"
     mreg("lock", "--check", cwd=project)
 

@@ -90,7 +90,7 @@ def test_an_opset_newer_than_the_serve_runtime_is_refused(project: Path, model: 
 
 def test_an_onnx_model_needs_a_runtime_in_the_serve_image(tmp_path: Path) -> None:
     (tmp_path / "registry.toml").write_text('[model]\nname = "no-runtime"\n[python]\nbase_image = "python:3.11-slim"\n')
-    mreg("build", "--lock", cwd=tmp_path)
+    mreg("build", cwd=tmp_path)
     model = identity_model(tmp_path / "model.onnx", opset=17)
     result = mreg("register", str(model), cwd=tmp_path, check=False)
     assert result.returncode == 2
@@ -105,7 +105,7 @@ def test_an_onnx_model_needs_a_runtime_in_the_serve_image(tmp_path: Path) -> Non
 @pytest.mark.parametrize("engine", ["docker"])
 def test_the_classic_engine_runs_the_check_too(tmp_path: Path, engine: str) -> None:
     (tmp_path / "registry.toml").write_text('[model]\nname = "no-runtime"\n[python]\nbase_image = "python:3.11-slim"\n')
-    mreg("build", "--lock", "--engine", engine, cwd=tmp_path)
+    mreg("build", "--engine", engine, cwd=tmp_path)
     model = identity_model(tmp_path / "model.onnx", opset=17)
     result = mreg("register", str(model), "--engine", engine, cwd=tmp_path, check=False)
     assert result.returncode == 2

@@ -117,14 +117,15 @@ def test_s3_stopping_mid_upload_leaves_no_record_and_no_multipart_upload(
 ) -> None:
     port = int(moto_endpoint.rsplit(":", 1)[1])
     with Proxy(port, down_after_bytes=12 * 1024 * 1024) as proxy:
-        proxy.on_down = up_again_after(proxy, 4.0)  # the server restarts while mreg is cleaning up
+        proxy.on_down = up_again_after(proxy, 4.0)  # back after mreg gave up, while it is cleaning up
         project = s3_project(tmp_path / "project", bucket, endpoint_url=f"http://127.0.0.1:{proxy.port}")
         (project / "model.joblib").write_bytes(os.urandom(64 * 1024 * 1024))
         started = time.monotonic()
-        result = mreg("register", "model.joblib", cwd=project, check=False, env={"AWS_MAX_ATTEMPTS": "2"})
+        env = {"AWS_MAX_ATTEMPTS": "2", "MREG_OUTAGE_WINDOW": "1"}  # give up on the upload within 4 s
+        result = mreg("register", "model.joblib", cwd=project, check=False, env=env)
         elapsed = time.monotonic() - started
         assert result.returncode == 5, result.stderr
-        assert result.stderr.startswith(f"error: cannot upload to s3://{bucket}/objects/blobs/")
+        assert result.stderr.splitlines()[-1].startswith(f"error: cannot upload to s3://{bucket}/objects/blobs/")
         assert "the S3 endpoint is unreachable" in result.stderr
         assert "Traceback" not in result.stderr
         assert elapsed < 60

@@ -153,8 +153,10 @@ def serving(record: dict[str, Any], model_path_in_image: str) -> Iterator[str]:
         DockerContainer(record["images"]["serve"]["image"])
         .with_kwargs(network_mode="host")
         .with_volume_mapping(record["model"]["uri"].removeprefix("file://"), model_path_in_image, "ro")
-        .with_env("MODEL_SHA256", record["model"]["sha256"])
-        .with_command(["uvicorn", "serve:app", "--host", "127.0.0.1", "--port", str(port)])
+        .with_env("MREG_MODEL_PATH", model_path_in_image)
+        .with_env("MREG_MODEL_SHA256", record["model"]["sha256"])
+        .with_env("PORT", str(port))
+        .with_env("HOST", "127.0.0.1")
     )
     with container:
         wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)

@@ -61,7 +61,7 @@ def test_bundled_lock_matches_the_bundled_spec() -> None:
 def test_missing_lock(spec: Spec) -> None:
     with pytest.raises(InvalidInputError) as caught:
         load_lock(spec)
-    assert str(caught.value) == f"{lock_path(spec)}: no lock file; run `mreg lock` (or `mreg build --lock`)."
+    assert str(caught.value) == f"{lock_path(spec)}: no lock file; run `mreg lock`."
 
 
 @pytest.mark.parametrize(
@@ -78,8 +78,7 @@ def test_stale_lock_names_what_changed(spec: Spec, edit: tuple[str, str], change
     with pytest.raises(InvalidInputError) as caught:
         load_lock(load_spec(spec.source))
     assert str(caught.value) == (
-        f"{lock_path(spec)}: out of date: {changed} changed in registry.toml since it was written; "
-        "run `mreg lock` (or `mreg build --lock`)."
+        f"{lock_path(spec)}: out of date: {changed} changed in registry.toml since it was written; run `mreg lock`."
     )
 
 

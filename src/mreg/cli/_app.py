@@ -1,22 +1,25 @@
 """The `mreg` group, the options commands share, and the helpers every command uses to read input and
-print: the spec, the registry, progress on stderr, tables."""
+print: the spec, the registry, progress on stderr (live, plain or quiet), tables."""
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import click
 
 if TYPE_CHECKING:
+    from mreg.engine import BuiltImage, Engine
     from mreg.registry import Registry
     from mreg.spec import Spec
 
 STAGE_CHOICES = ("train", "serve", "all")
+ProgressMode = Literal["live", "plain", "quiet"]
 
 
 def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -33,6 +36,26 @@ def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
         envvar="MREG_ENGINE",
         help="buildx (BuildKit) or docker (the SDK's classic builder); auto prefers buildx.",
     )(command)
+
+
+def github_output_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--github-output/--no-github-output`: GitHub Actions step outputs and job summary (default: detected)."""
+    return click.option(
+        "--github-output/--no-github-output",
+        default=None,
+        help=(
+            "Write the step outputs to $GITHUB_OUTPUT and a summary table to $GITHUB_STEP_SUMMARY "
+            "(default: when GITHUB_ACTIONS is true and GITHUB_OUTPUT is set)."
+        ),
+    )(command)
+
+
+class Options(NamedTuple):
+    """The group's options, as every command finds them on the root context."""
+
+    spec_path: Path
+    registry_uri: str | None
+    quiet: bool
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -55,6 +78,9 @@ def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
     ),
 )
 @click.option(
+    "-q", "--quiet", is_flag=True, envvar="MREG_QUIET", help="Print only the result and errors: no progress, no notes."
+)
+@click.option(
     "--debug",
     is_flag=True,
     expose_value=False,
@@ -64,73 +90,207 @@ def engine_options(command: Callable[..., Any]) -> Callable[..., Any]:
 )
 @click.version_option(package_name="mreg")
 @click.pass_context
-def cli(ctx: click.Context, spec_path: Path, registry_uri: str | None) -> None:
+def cli(ctx: click.Context, spec_path: Path, registry_uri: str | None, quiet: bool) -> None:
     """Build train and serve images pinned to the same libraries, and register models with them."""
-    ctx.obj = (spec_path, registry_uri)
+    ctx.obj = Options(spec_path, registry_uri, quiet)
 
 
 def spec_of(ctx: click.Context) -> Spec:
     from mreg.spec import load_spec
 
-    spec_path, _ = ctx.find_root().obj
-    return load_spec(spec_path)
+    return load_spec(ctx.find_root().obj.spec_path)
 
 
 def registry_of(ctx: click.Context) -> Registry:
     """--registry (with boto3's endpoint configuration) when given, else the spec's registry."""
     from mreg.registry import Registry
 
-    _, registry_uri = ctx.find_root().obj
+    registry_uri = ctx.find_root().obj.registry_uri
     if registry_uri:
         return Registry.open(registry_uri)
     return Registry.from_spec(spec_of(ctx))
 
 
 def say(message: str) -> None:
-    click.echo(message, err=True)
+    """A note on stderr (none with --quiet)."""
+    if progress_mode() != "quiet":
+        click.echo(message, err=True)
+
+
+def progress_mode() -> ProgressMode:
+    """`quiet` with --quiet, else `live` on a terminal and `plain` elsewhere (CI logs, pipes)."""
+    ctx = click.get_current_context(silent=True)
+    options = ctx.find_root().obj if ctx is not None else None
+    if isinstance(options, Options) and options.quiet:
+        return "quiet"
+    return "live" if sys.stderr.isatty() else "plain"
+
+
+class Phase:
+    """One step of a command as its progress shows it: output lines and bytes done arrive here."""
+
+    def __init__(self, on_line: Callable[[str], None], on_bytes: Callable[[int], None]) -> None:
+        self.done = 0
+        self._on_line = on_line
+        self._on_bytes = on_bytes
+
+    def line(self, text: str) -> None:
+        """The step's latest line of output (shown live on a terminal only)."""
+        self._on_line(text)
+
+    def advance(self, count: int) -> None:
+        """`count` more bytes transferred."""
+        self.done += count
+        self._on_bytes(count)
+
+
+class Report:
+    """A command's progress on stderr, phase by phase.
+
+    `live` (a terminal): a display per phase with its latest line or its bytes, rate and time left, kept as
+    one finished line. `plain` (CI): one line per phase once it ends, with its duration (and size and rate
+    for a transfer); nothing before, so that input refused up front prints only its error. `quiet`:
+    nothing. rich is only imported for a terminal (its import costs a CI step some 60 ms).
+    """
+
+    def __init__(self, mode: ProgressMode | None = None) -> None:
+        self.mode = mode or progress_mode()
+        self.in_phase = False
+
+    def line(self, text: str) -> None:
+        """A line of the command's own (not of a phase's output): kept as a note."""
+        if not self.in_phase:
+            self.note(text)
+
+    def note(self, message: str) -> None:
+        """A line that stays (none with --quiet)."""
+        if self.mode != "quiet":
+            click.echo(f"mreg: {message}", err=True)
+
+    @contextmanager
+    def phase(self, title: str, *, total: int | None = None) -> Iterator[Phase]:
+        """Show `title` while the block runs; `total` bytes make it a transfer."""
+        self.in_phase = True
+        try:
+            if self.mode == "live":
+                with _live_phase(title, total) as phase:
+                    yield phase
+            else:
+                with self._plain_phase(title, total) as phase:
+                    yield phase
+        finally:
+            self.in_phase = False
+
+    @contextmanager
+    def _plain_phase(self, title: str, total: int | None) -> Iterator[Phase]:
+        if self.mode == "quiet":
+            yield Phase(lambda text: None, lambda count: None)
+            return
+        phase = Phase(lambda text: None, lambda count: None)
+        started = time.monotonic()
+        try:
+            yield phase
+        except BaseException:
+            self.note(f"{title}: failed after {_seconds(time.monotonic() - started)}")
+            raise
+        self.note(f"{title}: {_summary(phase, total, time.monotonic() - started)}")
 
 
 @contextmanager
-def build_progress(title: str) -> Iterator[Callable[[str], None]]:
-    """Build output on stderr: a live line under a spinner on a terminal, plain lines otherwise.
-
-    Nothing is shown before the first line, so that input refused up front prints only its error. rich is
-    only imported for a terminal (its import costs a CI step some 60 ms).
-    """
-    if not sys.stderr.isatty():
-        started = False
-
-        def plain(line: str) -> None:
-            nonlocal started
-            if not started:
-                say(f"mreg: {title}")
-                started = True
-            say(line)
-
-        yield plain
-        return
+def _live_phase(title: str, total: int | None) -> Iterator[Phase]:
     from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        ProgressColumn,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
-    with Console(stderr=True, highlight=False).status(title) as status:
-        yield lambda line: status.update(f"{title}\n[dim]{_clip(line)}[/dim]")
+    columns: list[ProgressColumn | str] = [SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
+    else:
+        columns += [TimeElapsedColumn(), TextColumn("[dim]{task.fields[detail]}")]
+    title = _clip(title)
+    with Progress(*columns, console=Console(stderr=True, highlight=False)) as display:
+        task = display.add_task(title, total=total, detail="")
+        phase = Phase(lambda text: display.update(task, detail=_clip(text)), lambda count: display.advance(task, count))
+        try:
+            yield phase
+        except BaseException:
+            display.update(task, description=f"[red]{title}: failed", detail="")
+            display.stop_task(task)
+            raise
+        display.update(task, total=total if total is not None else 1, completed=total or 1, detail="")
+
+
+def _summary(phase: Phase, total: int | None, seconds: float) -> str:
+    if total is None:
+        return f"done in {_seconds(seconds)}"
+    rate = phase.done / seconds if seconds > 0 else 0.0
+    return f"{_size(phase.done)} in {_seconds(seconds)} ({_size(round(rate))}/s)"
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 @contextmanager
 def transfer_progress(total: int, title: str = "uploading") -> Iterator[Callable[[int], None] | None]:
-    """A transfer bar on a terminal; nothing in CI logs."""
-    if not sys.stderr.isatty():
+    """A transfer of `total` bytes as a phase of its own; None with --quiet (nothing to count)."""
+    report = Report()
+    if report.mode == "quiet":
         yield None
         return
-    from rich.console import Console
-    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-    console = Console(stderr=True)
-    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=console) as bar:
-        task = bar.add_task(title, total=total)
-        yield lambda count: bar.advance(task, count)
+    with report.phase(title, total=total) as phase:
+        yield phase.advance
 
 
-def _clip(line: str, width: int = 120) -> str:
+def timed_engine(engine: Engine, report: Report) -> Engine:
+    """`engine`, with each build and push shown as a phase of `report`."""
+    return cast("Engine", _TimedEngine(engine, report))
+
+
+class _TimedEngine:
+    """Delegates to an engine; its slow calls become phases (the pipeline needs no progress API)."""
+
+    def __init__(self, engine: Engine, report: Report) -> None:
+        self._engine = engine
+        self._report = report
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def build(self, context: Path, targets: Mapping[str, str], **options: Any) -> dict[str, BuiltImage]:
+        with self._report.phase(f"building {', '.join(targets)} with {self._engine.name}") as phase:
+            return self._engine.build(context, targets, **{**options, "on_line": _tee(options["on_line"], phase)})
+
+    def push(self, ref: str, *, on_line: Callable[[str], None]) -> BuiltImage:
+        with self._report.phase(f"pushing {ref}") as phase:
+            return self._engine.push(ref, on_line=_tee(on_line, phase))
+
+
+def _tee(on_line: Callable[[str], None], phase: Phase) -> Callable[[str], None]:
+    def both(line: str) -> None:
+        phase.line(line)
+        on_line(line)
+
+    return both
+
+
+def _clip(line: str, width: int = 100) -> str:
     from rich.markup import escape
 
     return escape(line if len(line) <= width else line[: width - 1] + "…")

@@ -5,11 +5,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from mreg.cli._app import STAGE_CHOICES, build_progress, cli, engine_options, say, spec_of, transfer_progress
+from mreg.cli._app import (
+    STAGE_CHOICES,
+    Phase,
+    Report,
+    cli,
+    engine_options,
+    github_output_option,
+    say,
+    spec_of,
+    timed_engine,
+    transfer_progress,
+)
+
+if TYPE_CHECKING:
+    from mreg.lock import LockMode
+    from mreg.records._metadata import Metadata
 
 
 @cli.command()
@@ -23,7 +40,10 @@ from mreg.cli._app import STAGE_CHOICES, build_progress, cli, engine_options, sa
 @click.option("--classic", is_flag=True, help="Render for the classic builder (no BuildKit mounts).")
 @click.pass_context
 def render(ctx: click.Context, output: Path | None, context_dir: Path | None, classic: bool) -> None:
-    """Render the multi-stage Dockerfile (base -> train, base -> serve)."""
+    """Render the multi-stage Dockerfile (base, train, serve).
+
+    Example: `mreg render --context build/` writes the Dockerfile and every file it copies.
+    """
     from mreg.indexes import PackageIndexes
     from mreg.lock import load_lock
     from mreg.render import render as render_context
@@ -45,7 +65,10 @@ def render(ctx: click.Context, output: Path | None, context_dir: Path | None, cl
 @click.option("--check", is_flag=True, help="Only check that registry.lock is current; exit 2 when it is not.")
 @click.pass_context
 def lock(ctx: click.Context, check: bool) -> None:
-    """Resolve the packages into registry.lock: exact versions and hashes for both images."""
+    """Resolve the packages into registry.lock, exact and hashed.
+
+    One version of each distribution, with its hashes, for both images. Example: `mreg lock --check` in CI.
+    """
     from mreg.indexes import PackageIndexes
     from mreg.lock import load_lock, lock_path, resolve, write_lock
 
@@ -54,7 +77,8 @@ def lock(ctx: click.Context, check: bool) -> None:
         load_lock(spec)
         say(f"{lock_path(spec)} is up to date")
         return
-    resolved = resolve(spec, PackageIndexes.from_environment())
+    with Report().phase(f"resolving {spec.source.name} with uv"):
+        resolved = resolve(spec, PackageIndexes.from_environment())
     path = write_lock(spec, resolved)
     counts = ", ".join(f"{name} {len(resolved.pins(name))}" for name in ("base", "train", "serve"))
     click.echo(f"wrote {path} for Python {spec.python.version} on {spec.python.platform} ({counts} distributions)")
@@ -73,7 +97,16 @@ def lock(ctx: click.Context, check: bool) -> None:
     help="Network of the build's RUN steps; auto means host when the engine has no bridge network.",
 )
 @click.option("--rebuild", is_flag=True, help="Build even when images with the same content tag exist.")
-@click.option("--lock", "relock", is_flag=True, help="Write registry.lock first when it is missing or out of date.")
+@click.option(
+    "--locked",
+    "lock_mode",
+    flag_value="locked",
+    help="Refuse a missing or stale registry.lock (exit 2) instead of writing it first; for CI.",
+)
+@click.option(
+    "--frozen", "lock_mode", flag_value="frozen", help="Build from registry.lock as it is, without checking it."
+)
+@github_output_option
 @click.pass_context
 def build(
     ctx: click.Context,
@@ -84,26 +117,33 @@ def build(
     builder: str | None,
     network: str,
     rebuild: bool,
-    relock: bool,
+    lock_mode: LockMode | None,
+    github_output: bool | None,
 ) -> None:
-    """Build the train and serve images (and push them)."""
-    from mreg import pipeline
+    """Build the train and serve images, check them, push them.
+
+    The images are built from the lock and checked for train/serve skew; --push pushes them. A missing or
+    stale registry.lock is written first, and stderr says so (as `uv run` and `cargo build` do); `--locked`
+    refuses it instead, `--frozen` takes it as it is. Example: `mreg build --locked --push`.
+    """
+    from mreg import _github, pipeline
     from mreg.engine import open_engine
 
     spec = spec_of(ctx)
+    report = Report()
     engine = open_engine(engine_name, builder=builder)  # type: ignore[arg-type]
-    targets = ("train", "serve") if target == "all" else (target,)
-    with build_progress(f"building {', '.join(targets)} with {engine.name}") as on_line:
-        result = pipeline.build(
-            spec,
-            engine,
-            targets=targets,  # type: ignore[arg-type]
-            push=push,
-            network=network or None,
-            rebuild=rebuild,
-            relock=relock,
-            on_line=on_line,
-        )
+    result = pipeline.build(
+        spec,
+        timed_engine(engine, report),
+        targets=("train", "serve") if target == "all" else (target,),  # type: ignore[arg-type]
+        push=push,
+        network=network or None,
+        rebuild=rebuild,
+        lock_mode=lock_mode or "auto",
+        relocking=lambda reason: _relocking(report, reason),
+        on_line=report.line,
+    )
+    _github.publish_build(result.images, requested=github_output)
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2))
     else:
@@ -119,6 +159,22 @@ def build(
     type=click.Path(dir_okay=False, path_type=Path),
     help="The build result to register against (default: .mreg/build.json beside the spec).",
 )
+@click.option(
+    "--metrics",
+    "metrics_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A JSON file holding a flat object of metric names and numbers.",
+)
+@click.option("--metric", "metric_pairs", multiple=True, metavar="KEY=NUMBER", help="A metric (repeatable).")
+@click.option("--param", "param_pairs", multiple=True, metavar="KEY=VALUE", help="A training parameter (repeatable).")
+@click.option(
+    "--dataset",
+    "datasets",
+    multiple=True,
+    metavar="URI[@sha256:HEX]",
+    help="Data the model was trained on (repeatable).",
+)
+@click.option("--run-url", help="The training run's page (default: the GitHub Actions run, when there is one).")
 @engine_options
 @click.pass_context
 def register(
@@ -126,6 +182,11 @@ def register(
     model_path: Path,
     as_json: bool,
     build_result: Path | None,
+    metrics_file: Path | None,
+    metric_pairs: tuple[str, ...],
+    param_pairs: tuple[str, ...],
+    datasets: tuple[str, ...],
+    run_url: str | None,
     engine_name: str,
     builder: str | None,
 ) -> None:
@@ -133,11 +194,13 @@ def register(
 
     A directory (a SavedModel, a Hugging Face folder, ONNX with external data) is stored as one object per
     file plus a manifest; files the store already holds are not uploaded again. An ONNX model is first
-    loaded by the serve image's onnxruntime; a model it cannot load is refused.
+    loaded by the serve image's onnxruntime; a model it cannot load is refused. Metrics, params, datasets and
+    the run URL are recorded with the version, under its digest.
     """
     from mreg import pipeline
     from mreg.engine import open_engine
 
+    metadata = _metadata(metrics_file, metric_pairs, param_pairs, datasets, run_url)
     spec = spec_of(ctx)
     with transfer_progress(_size_of(model_path)) as on_progress:
         record = pipeline.register(
@@ -146,11 +209,63 @@ def register(
             engine=lambda: open_engine(engine_name, builder=builder),  # type: ignore[arg-type]
             build_result=build_result,
             on_progress=on_progress,
+            metadata=metadata,
         )
     if as_json:
         click.echo(record.to_json())
     else:
         click.echo(f"registered {record.name}:{record.version}  sha256:{record.model.sha256}  {record.model.uri}")
+
+
+def _relocking(report: Report, reason: str) -> AbstractContextManager[Phase]:
+    """Say why the build locks first, then show the lock as a phase."""
+    from mreg.lock import LOCK_NAME
+
+    report.note(f"{reason}; locking first")
+    return report.phase(f"locking {LOCK_NAME}")
+
+
+def _metadata(
+    metrics_file: Path | None,
+    metric_pairs: tuple[str, ...],
+    param_pairs: tuple[str, ...],
+    datasets: tuple[str, ...],
+    run_url: str | None,
+) -> Metadata:
+    """The register options' metadata, checked before anything is uploaded."""
+    from mreg.errors import InvalidInputError
+    from mreg.records._metadata import Metadata, parse_number, shown, split_pair
+
+    metadata = Metadata()
+    if metrics_file is not None:
+        try:
+            document = json.loads(metrics_file.read_bytes())
+        except OSError as exc:
+            raise InvalidInputError(f"{metrics_file}: cannot be read ({exc.strerror}).") from exc
+        except ValueError as exc:
+            raise InvalidInputError(f"{metrics_file}: not a JSON file ({exc}).") from exc
+        metadata.add_metrics(document, str(metrics_file))
+    for pair in metric_pairs:
+        key, value = split_pair(pair, "--metric")
+        where = f"--metric {shown(pair)}"
+        metadata.add_metric(key, parse_number(value, key, where), where)
+    for pair in param_pairs:
+        key, value = split_pair(pair, "--param")
+        metadata.add_param(key, value, f"--param {shown(pair)}")
+    metadata.add_datasets(datasets, "--dataset")
+    url = run_url or _ci_run_url()
+    if url:
+        metadata.set_run_url(url, "--run-url" if run_url else "GITHUB_SERVER_URL/GITHUB_REPOSITORY/GITHUB_RUN_ID")
+    return metadata
+
+
+def _ci_run_url() -> str | None:
+    """The GitHub Actions run this register happens in, when it does."""
+    parts = [os.environ.get(name) for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")]
+    if not all(parts):
+        return None
+    server, repository, run_id = parts
+    return f"{server}/{repository}/actions/runs/{run_id}"
 
 
 def _size_of(path: Path) -> int:

@@ -21,9 +21,10 @@ from mreg.errors import MregError
 )
 @click.pass_context
 def ui(ctx: click.Context, host: str, port: int, export_dir: Path | None) -> None:
-    """Browse models, versions, package diffs and alias histories (read-only; needs `mreg[ui]`).
+    """Browse the registry in a web browser (read-only).
 
-    Serves http://127.0.0.1:8765/ by default; nothing on it changes the registry.
+    Models, versions, package diffs and alias histories, at http://127.0.0.1:8765/ by default (needs
+    `mreg[ui]`); nothing on it changes the registry. Example: `mreg ui --export site/` for static pages.
     """
     registry = registry_of(ctx)
     if export_dir is not None:

@@ -2,7 +2,8 @@
 
 `buildx` drives `docker buildx` (BuildKit; honours DOCKER_HOST, Docker contexts and `--builder`);
 `docker` drives the engine's classic builder through the docker SDK, for engines without buildx.
-The engine never sees the spec: it builds a context directory into the references it is given.
+The engine never sees the spec: it builds a context directory into the references it is given, and runs
+the containers it is asked for (`containers.ContainerRequest`, checked before any backend sees it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from mreg._grammar import registry_host
+from mreg.engine.containers import ContainerRequest, ContainerState
 from mreg.errors import EngineError
 
 EngineName = Literal["auto", "buildx", "docker"]
@@ -114,6 +116,28 @@ class Engine(Protocol):
 
     def remove(self, ref: str) -> None:
         """Untag a local image (the image stays while other tags or containers use it)."""
+
+    def ensure_image(self, image: str) -> None:
+        """Make sure `image` (a `repo@digest` reference or a local image ID) is in the local engine, pulling
+        a reference that is not; raise EngineError with the reason when it cannot be had."""
+
+    def start_container(self, request: ContainerRequest) -> str:
+        """Create and start a container (in the background) as `request` says; return its ID. A container
+        that was created but could not be started is removed."""
+
+    def follow_container(self, container: str, *, on_line: LineSink) -> int:
+        """Pass each line of a container's output (from its start) to `on_line` until it stops; return its
+        exit code."""
+
+    def container_logs(self, container: str, *, tail: int) -> list[str]:
+        """The last `tail` lines of a container's output (empty when the container is gone)."""
+
+    def container_state(self, container: str) -> ContainerState | None:
+        """The container's status and exit code, or None when there is no such container."""
+
+    def remove_container(self, container: str, *, grace: float) -> None:
+        """Stop a container (SIGTERM, then SIGKILL after `grace` seconds; at once when 0) and remove it;
+        nothing happens when it is already gone."""
 
 
 def open_engine(name: EngineName = "auto", *, builder: str | None = None) -> Engine:

@@ -28,6 +28,24 @@ def stream(
     with the output's last lines. On any interruption (Ctrl-C, SIGTERM turned into an exception) the
     child is stopped before the exception goes on.
     """
+    returncode, tail = follow(argv, on_line=on_line, what=what, env=env, redact=redact)
+    if returncode != 0:
+        output = "\n".join(f"  {line}" for line in tail)
+        raise EngineError(f"{what} failed (exit code {returncode}). Last lines of its output:\n{output}") from (
+            subprocess.CalledProcessError(returncode, list(argv))
+        )
+
+
+def follow(
+    argv: Sequence[str],
+    *,
+    on_line: LineSink,
+    what: str,
+    env: Mapping[str, str] | None = None,
+    redact: Callable[[str], str] | None = None,
+) -> tuple[int, list[str]]:
+    """Run `argv` as `stream` does, and return its exit code and the last lines of its output, whatever the
+    code; only a failure to start raises."""
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     try:
         proc = subprocess.Popen(
@@ -49,15 +67,10 @@ def stream(
             line = redact(line) if redact else line
             tail.append(line)
             on_line(line)
-        returncode = proc.wait()
+        return proc.wait(), list(tail)
     except BaseException:
         _stop(proc)
         raise
-    if returncode != 0:
-        output = "\n".join(f"  {line}" for line in tail)
-        raise EngineError(f"{what} failed (exit code {returncode}). Last lines of its output:\n{output}") from (
-            subprocess.CalledProcessError(returncode, list(argv))
-        )
 
 
 def run(argv: Sequence[str], *, what: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

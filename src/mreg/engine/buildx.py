@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -13,7 +14,8 @@ from typing import Any
 
 from mreg._grammar import SHA256_DIGEST_RE
 from mreg.engine import BuiltImage, LineSink, Redactor, with_login_hint
-from mreg.engine._process import capture, error_text, run, stream
+from mreg.engine._process import capture, error_text, follow, run, stream
+from mreg.engine.containers import ContainerRequest, ContainerState, Mount, check_request
 from mreg.errors import EngineError
 
 PLUGIN_DIRS = (
@@ -101,6 +103,53 @@ def build_argv(
     for secret in secrets:
         argv += ["--secret", f"id={secret},env={secret_variable(secret)}"]
     return [*argv, "--", str(context)]
+
+
+def create_argv(request: ContainerRequest, *, env_file: Path | None) -> list[str]:
+    """The `docker create` command line of a checked request. The environment's values travel in
+    `env_file` (`env_file_text`), never in argv, where any local user could read them."""
+    argv = ["docker", "create", "--name", request.name]
+    for key, value in sorted(request.labels.items()):
+        argv += ["--label", f"{key}={value}"]
+    if request.network:
+        argv += ["--network", request.network]
+    if request.user:
+        argv += ["--user", request.user]
+    if env_file is not None:
+        argv += ["--env-file", str(env_file)]
+    for mount in request.mounts:
+        argv += ["--mount", mount_option(mount)]
+    return [*argv, "--", request.image, *(request.command or ())]
+
+
+def mount_option(mount: Mount) -> str:
+    """A bind mount as `--mount` takes it: one CSV record (a comma or a quote in a path stays in its field)."""
+    fields = ["type=bind", f"source={mount.source}", f"target={mount.target}"]
+    return _csv_line(*fields, *(["readonly"] if mount.read_only else []))
+
+
+def env_file_text(env: Mapping[str, str]) -> str:
+    """An `--env-file` holding `env`: docker passes each value after the first `=` through untouched (values
+    hold no line break: `check_request` refuses them). The comment line takes the byte-order-mark trim
+    docker applies to the first line."""
+    return "# written by mreg\n" + "".join(f"{key}={value}\n" for key, value in sorted(env.items()))
+
+
+def logs_argv(container: str, *, follow: bool = False, tail: int | None = None) -> list[str]:
+    """The `docker logs` command line: everything from the start, or the last `tail` lines."""
+    argv = ["docker", "logs", *(["--follow"] if follow else [])]
+    if tail is not None:
+        argv += ["--tail", str(tail)]
+    return [*argv, "--", container]
+
+
+def stop_argvs(container: str, *, grace: float) -> list[list[str]]:
+    """The command lines that stop and remove a container: `docker stop` with the grace period, unless it
+    is 0, then `docker rm --force`."""
+    remove = ["docker", "rm", "--force", "--", container]
+    if grace <= 0:
+        return [remove]
+    return [["docker", "stop", "--time", str(max(1, round(grace))), "--", container], remove]
 
 
 class BuildxEngine:
@@ -195,6 +244,61 @@ class BuildxEngine:
 
     def remove(self, ref: str) -> None:
         run(["docker", "image", "rm", "--", ref], what=f"docker image rm {ref}")
+
+    def ensure_image(self, image: str) -> None:
+        if self.local_image_id(image) is not None:
+            return
+        if SHA256_DIGEST_RE.fullmatch(image):
+            raise EngineError(
+                f"the image {image} is not in the local engine (removed or pruned?), and an image ID cannot be "
+                "pulled: build it again and register a new version."
+            )
+        result = run(["docker", "pull", "--quiet", "--", image], what=f"docker pull {image}")
+        if result.returncode != 0:
+            raise EngineError(with_login_hint(image, f"cannot pull {image}: {error_text(result)}")) from (
+                subprocess.CalledProcessError(result.returncode, result.args)
+            )
+
+    def start_container(self, request: ContainerRequest) -> str:
+        check_request(request)
+        with tempfile.TemporaryDirectory(prefix="mreg-env-") as scratch:
+            env_file = Path(scratch, "env") if request.env else None
+            if env_file is not None:
+                env_file.write_text(env_file_text(request.env))
+            container = capture(create_argv(request, env_file=env_file), what=f"docker create {request.image}").strip()
+        result = run(["docker", "start", "--", container], what=f"docker start {request.name}")
+        if result.returncode != 0:
+            self.remove_container(container, grace=0)
+            raise EngineError(f"cannot start a container of {request.image}: {error_text(result)}")
+        return container
+
+    def follow_container(self, container: str, *, on_line: LineSink) -> int:
+        follow(logs_argv(container, follow=True), on_line=on_line, what=f"docker logs {container}")
+        state = self.container_state(container)
+        if state is None:
+            raise EngineError(f"the container {container} was removed while it ran.")
+        return state.exit_code
+
+    def container_logs(self, container: str, *, tail: int) -> list[str]:
+        code, lines = follow(logs_argv(container, tail=tail), on_line=lambda line: None, what="docker logs")
+        return lines if code == 0 else []
+
+    def container_state(self, container: str) -> ContainerState | None:
+        argv = ["docker", "container", "inspect", "--format", "{{json .State}}", "--", container]
+        result = run(argv, what="docker container inspect")
+        if result.returncode != 0:
+            if "No such container" in result.stderr or "no such container" in result.stderr.lower():
+                return None
+            raise EngineError(f"cannot inspect the container {container}: {error_text(result)}")
+        try:
+            state = json.loads(result.stdout)
+            return ContainerState(status=str(state["Status"]), exit_code=int(state["ExitCode"]))
+        except (ValueError, LookupError, TypeError) as exc:
+            raise EngineError(f"docker container inspect {container}: unexpected output ({exc!r}).") from exc
+
+    def remove_container(self, container: str, *, grace: float) -> None:
+        for argv in stop_argvs(container, grace=grace):
+            run(argv, what=f"{argv[1]} {container}")
 
 
 def _digest(value: object, ref: str) -> str:

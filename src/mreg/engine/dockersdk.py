@@ -7,13 +7,14 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from mreg._grammar import SHA256_DIGEST_RE, parse_reference
 from mreg.engine import BuiltImage, LineSink, Redactor, with_login_hint
 from mreg.engine._process import capture
+from mreg.engine.containers import ContainerRequest, ContainerState, check_request
 from mreg.errors import EngineError
 
 
@@ -50,6 +51,37 @@ def _context_endpoint() -> dict[str, Any]:
             verify=not endpoint.get("SkipTLSVerify", False),
         )
     return arguments
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """The lines of a stream of output chunks (which split lines anywhere)."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.decode(errors="replace").rstrip("\r")
+    if pending:
+        yield pending.decode(errors="replace").rstrip("\r")
+
+
+def create_arguments(request: ContainerRequest) -> dict[str, Any]:
+    """The keyword arguments of `containers.create` for a checked request."""
+    from docker.types import Mount
+
+    return {
+        "image": request.image,
+        "name": request.name,
+        "command": list(request.command) if request.command is not None else None,
+        "mounts": [
+            Mount(target=mount.target, source=str(mount.source), type="bind", read_only=mount.read_only)
+            for mount in request.mounts
+        ],
+        "environment": dict(request.env),
+        "user": request.user,
+        "network_mode": request.network,
+        "labels": dict(request.labels),
+    }
 
 
 def _client() -> Any:
@@ -173,6 +205,68 @@ class DockerSdkEngine:
     def remove(self, ref: str) -> None:
         try:
             self._client.images.remove(ref)
+        except (self._api_error, *self._not_found):
+            pass
+
+    def ensure_image(self, image: str) -> None:
+        if self.local_image_id(image) is not None:
+            return
+        if SHA256_DIGEST_RE.fullmatch(image):
+            raise EngineError(
+                f"the image {image} is not in the local engine (removed or pruned?), and an image ID cannot be "
+                "pulled: build it again and register a new version."
+            )
+        try:
+            self._client.images.pull(image)
+        except (self._api_error, *self._not_found) as exc:
+            raise EngineError(with_login_hint(image, f"cannot pull {image}: {exc}")) from exc
+
+    def start_container(self, request: ContainerRequest) -> str:
+        check_request(request)
+        try:
+            container = self._client.containers.create(**create_arguments(request))
+        except (self._api_error, *self._not_found) as exc:
+            raise EngineError(f"cannot create a container of {request.image}: {exc}") from exc
+        try:
+            container.start()
+        except self._api_error as exc:
+            self.remove_container(container.id, grace=0)
+            raise EngineError(f"cannot start a container of {request.image}: {exc}") from exc
+        return str(container.id)
+
+    def follow_container(self, container: str, *, on_line: LineSink) -> int:
+        try:
+            handle = self._client.containers.get(container)
+            for line in _lines(handle.logs(stream=True, follow=True, stdout=True, stderr=True)):
+                on_line(line)
+            return int(handle.wait()["StatusCode"])
+        except self._not_found as exc:
+            raise EngineError(f"the container {container} was removed while it ran.") from exc
+        except self._api_error as exc:
+            raise EngineError(f"cannot follow the container {container}: {exc}") from exc
+
+    def container_logs(self, container: str, *, tail: int) -> list[str]:
+        try:
+            output = self._client.containers.get(container).logs(stdout=True, stderr=True, tail=tail)
+        except (self._api_error, *self._not_found):
+            return []
+        return list(_lines([output]))
+
+    def container_state(self, container: str) -> ContainerState | None:
+        try:
+            state = self._client.containers.get(container).attrs["State"]
+        except self._not_found:
+            return None
+        except self._api_error as exc:
+            raise EngineError(f"cannot inspect the container {container}: {exc}") from exc
+        return ContainerState(status=str(state["Status"]), exit_code=int(state["ExitCode"]))
+
+    def remove_container(self, container: str, *, grace: float) -> None:
+        try:
+            handle = self._client.containers.get(container)
+            if grace > 0:
+                handle.stop(timeout=max(1, round(grace)))
+            handle.remove(force=True)
         except (self._api_error, *self._not_found):
             pass
 

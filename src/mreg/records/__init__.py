@@ -11,6 +11,7 @@ from mreg.errors import InvalidInputError
 from mreg.records.model import (
     Alias,
     AliasEvent,
+    Dataset,
     GitInfo,
     ModelFile,
     ModelRef,
@@ -27,6 +28,7 @@ __all__ = [
     "Alias",
     "AliasEvent",
     "BuiltImage",
+    "Dataset",
     "GitInfo",
     "ModelFile",
     "ModelRef",

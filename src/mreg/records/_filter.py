@@ -42,14 +42,13 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from mreg._grammar import KEY_RE, KEY_RULE
 from mreg.errors import InvalidInputError
 
 MAX_FILTER = 4096
 """The longest filter or order text accepted, in characters."""
 MAX_DEPTH = 64
 """How deep parentheses and `not` may nest."""
-KEY_RE = re.compile(r"[a-z0-9][a-z0-9._/-]{0,127}")
-"""A metric, param or tag key."""
 FAMILIES = frozenset({"version", "created", "metrics", "params", "tags", "alias", "yanked", "package"})
 """What `Filter.fields()` and `Order.fields()` may return: the part of a field name before the dot."""
 
@@ -60,7 +59,6 @@ _ORDERABLE = frozenset({"version", "created", "metrics", "params", "tags", "pack
 _ORDERABLE_RULE = "version, created, metrics.KEY, params.KEY, tags.KEY or package.NAME"
 _KEYWORDS = frozenset({"and", "or", "not", "in", "like", "true", "false"})
 _FIELDS_RULE = "version, created, metrics.KEY, params.KEY, tags.KEY, alias, yanked or package.NAME"
-_KEY_RULE = "1-128 lower-case letters, digits, '.', '_', '/' or '-', starting with a letter or digit"
 
 _COMPARED = ("=", "!=", "<", "<=", ">", ">=", "in")
 _OPERATIONS: Mapping[str, tuple[str, ...]] = {
@@ -339,7 +337,7 @@ def _field(what: str, token: _Token) -> _Field:
             raise _error(what, key_column, f"'{key}' is not a distribution name")
         return _Field(family, canonicalize_name(key))
     if not KEY_RE.fullmatch(key):
-        raise _error(what, key_column, f"bad key '{key}': a key is {_KEY_RULE}")
+        raise _error(what, key_column, f"bad key '{key}': a key is {KEY_RULE}")
     return _Field(family, key)
 
 

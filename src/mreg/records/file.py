@@ -3,17 +3,31 @@
 Aliases are sequences of immutable files `<root>/<name>/aliases/<alias>/<seq>.json`, each the whole alias
 document after one move: a move links `seq + 1` exclusively, so of two concurrent moves one wins and the
 other retries on top of it.
+
+Generic documents follow the same two patterns: an immutable one is a file `<path>.json` linked exclusively;
+a mutable one is a directory `<path>/` of sequence files, the last one current. A swap holds the directory's
+lock (`flock` on `<path>/.lock`) while it checks that the last sequence is still its token's, links
+`seq + 1` and removes the file `KEEP` sequences back, so that a document rewritten often stays small on disk
+(removing without the lock would let a late swap re-create a removed sequence file). Readers take no lock:
+the last sequence file is complete when it appears, and one removed while being read is looked up again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mreg._fileio import fsync_directory, incoming, write_durably
+from mreg._grammar import DocumentPath
 from mreg.errors import StorageError
-from mreg.records.store import RecordStore
+from mreg.records.store import MAX_ATTEMPTS, RecordStore
+
+KEEP = 4
+"""Sequence files kept of a mutable document (older ones are removed by the next swap)."""
 
 
 class FileRecordStore(RecordStore):
@@ -81,11 +95,88 @@ class FileRecordStore(RecordStore):
     def _swap_alias(self, name: str, alias: str, data: bytes, token: Any) -> bool:
         return _link_new(self.root / name / "aliases" / alias / f"{token + 1:010d}.json", data)
 
+    def _document(self, path: DocumentPath) -> Path:
+        """Where a document lives: `models/NAME/...` in the model's own directory, anything else below the root."""
+        parts = path[1:] if path[:1] == ("models",) else path
+        return self.root.joinpath(*parts)
+
+    def _create_document(self, path: DocumentPath, data: bytes) -> bool:
+        return _link_new(self._document(path).with_name(path[-1] + ".json"), data)
+
+    def _read_document(self, path: DocumentPath) -> tuple[bytes | None, Any]:
+        base = self._document(path)
+        if not base.is_dir():
+            try:
+                return base.with_name(path[-1] + ".json").read_bytes(), None
+            except FileNotFoundError:
+                return None, 0
+            except OSError as exc:
+                raise StorageError(f"cannot read {base}.json: {exc}.") from exc
+        for _ in range(MAX_ATTEMPTS):  # a sequence file removed while being read: look again
+            sequence = max(_numbers(base), default=0)
+            try:
+                return ((base / f"{sequence:010d}.json").read_bytes() if sequence else None), sequence
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StorageError(f"cannot read {base / f'{sequence:010d}.json'}: {exc}.") from exc
+        raise StorageError(f"cannot read {base}: its sequence files keep changing.")
+
+    def _swap_document(self, path: DocumentPath, data: bytes, token: Any) -> bool:
+        base = self._document(path)
+        current = int(token or 0)
+        with _locked(base):
+            if max(_numbers(base), default=0) != current:
+                return False
+            if not _link_new(base / f"{current + 1:010d}.json", data):
+                return False
+            if current + 1 > KEEP:
+                with contextlib.suppress(OSError):  # an old copy left behind costs only its bytes
+                    (base / f"{current + 1 - KEEP:010d}.json").unlink()
+        return True
+
+    def _list_documents(self, prefix: DocumentPath, start_after: str | None = None) -> list[str]:
+        directory = self._document(prefix)
+        try:
+            entries = list(directory.iterdir())
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot list {directory}: {exc}.") from exc
+        names = {
+            entry.name.removesuffix(".json")
+            for entry in entries
+            if not entry.name.startswith(".") and (entry.is_dir() or entry.name.endswith(".json"))
+        }
+        return sorted(name for name in names if start_after is None or name > start_after)
+
+    def _delete_document(self, path: DocumentPath) -> None:
+        target = self._document(path).with_name(path[-1] + ".json")
+        try:
+            target.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot remove {target}: {exc}.") from exc
+
 
 def _numbers(directory: Path) -> list[int]:
     if not directory.is_dir():
         return []
     return [int(entry.stem) for entry in directory.iterdir() if entry.suffix == ".json" and entry.stem.isdigit()]
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold the exclusive lock of a mutable document's directory (released when the process dies, too)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot lock {directory}: {exc}.") from exc
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _link_new(path: Path, data: bytes) -> bool:

@@ -10,16 +10,23 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mreg._grammar import MAX_NAME, NAME_RE, is_name
+from mreg._grammar import KEY_RE, MAX_NAME, NAME_RE, is_name
 from mreg.engine import BuiltImage
 from mreg.errors import IntegrityError, InvalidInputError, StorageError
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = f"^{NAME_RE.pattern}$"
+MAX_ENTRIES = 256
+"""The most metrics, params or tags one version may have."""
+MAX_TEXT = 1024
+"""The longest param or tag value, in characters."""
+MAX_URI = 2048
+"""The longest dataset URI or run URL, in characters."""
+MAX_DATASETS = 64
 _REF_RE = re.compile(r"(?P<name>[^:@]+)(?::(?P<version>[^:@]*)|@(?P<alias>[^:@]*))?")
 
 
@@ -67,6 +74,28 @@ class OnnxInfo(_Frozen):
     """In a directory model (e.g. with external data): the ONNX file's path inside it."""
 
 
+Key = Annotated[str, Field(pattern=f"^{KEY_RE.pattern}$")]
+"""A metric, param or tag key."""
+Text = Annotated[str, Field(max_length=MAX_TEXT)]
+
+
+class Dataset(_Frozen):
+    """Data the model was trained on: a URI and, when known, the SHA-256 of its content."""
+
+    uri: str = Field(max_length=MAX_URI)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", exclude_if=lambda sha256: sha256 is None)
+
+
+class ServingContract(_Frozen):
+    """How the serve image's server is run (the spec's `[stages.serve]` port and health path), recorded so
+    that serving a version needs no spec. The model is mounted read-only at `/mnt/models`."""
+
+    port: int = Field(default=8080, ge=1, le=65535)
+    """The default of PORT, the port the server listens on."""
+    health: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9\-._~!$&'()*+,;=:@%/?]{0,1023}$")
+    """An HTTP path that answers 2xx once the server is ready (None: an open port is ready)."""
+
+
 class Record(_Frozen):
     """One immutable version of a model: its binary, its images and the packages they hold."""
 
@@ -83,6 +112,22 @@ class Record(_Frozen):
     git: GitInfo | None
     onnx: OnnxInfo | None = None
     """For an ONNX model: its IR version, opsets and producer, and the serve runtime that loaded it."""
+    metrics: dict[Key, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict, max_length=MAX_ENTRIES, exclude_if=lambda metrics: not metrics
+    )
+    """Numbers the training run measured (accuracy, loss, ...), given at register time."""
+    params: dict[Key, Text] = Field(default_factory=dict, max_length=MAX_ENTRIES, exclude_if=lambda params: not params)
+    """The training run's parameters, as text."""
+    datasets: list[Dataset] = Field(
+        default_factory=list, max_length=MAX_DATASETS, exclude_if=lambda datasets: not datasets
+    )
+    """The data the model was trained on (its lineage)."""
+    run_url: str | None = Field(default=None, max_length=MAX_URI, exclude_if=lambda url: url is None)
+    """The training run's page (a CI run, an experiment tracker)."""
+    base_image: str | None = Field(default=None, exclude_if=lambda image: image is None)
+    """The image both stages were built from."""
+    serving: ServingContract | None = Field(default=None, exclude_if=lambda serving: serving is None)
+    """The serving contract of the serve image (None in records written before mreg recorded it)."""
     digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
     """SHA-256 of the record's own content (everything but this field), set when the store writes it."""
 

@@ -2,12 +2,14 @@
 
 Each alias is one document, `<prefix>/models/<name>/aliases/<alias>.json`, replaced with `If-Match: <ETag>`
 (created with `If-None-Match: *`): of two concurrent moves one wins and the other retries on top of it.
+Generic documents are objects `<prefix>/<path>.json`, created and swapped the same two ways.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mreg._grammar import DocumentPath
 from mreg._s3 import ABSENT, CONFLICT, S3Location, S3Resource, boto_errors, error_code, translate
 from mreg.records.store import RecordStore
 
@@ -114,3 +116,42 @@ class S3RecordStore(RecordStore, S3Resource):
     def _swap_alias(self, name: str, alias: str, data: bytes, token: Any) -> bool:
         key = self._key(name, "aliases", f"{alias}.json")
         return self._put(key, data, IfMatch=token) if token else self._put(key, data, IfNoneMatch="*")
+
+    def _document_key(self, path: DocumentPath) -> str:
+        return self.location.key(*path[:-1], f"{path[-1]}.json")
+
+    def _create_document(self, path: DocumentPath, data: bytes) -> bool:
+        return self._put(self._document_key(path), data, IfNoneMatch="*")
+
+    def _read_document(self, path: DocumentPath) -> tuple[bytes | None, Any]:
+        found = self._get(self._document_key(path))
+        return (found[0], found[1]) if found else (None, None)
+
+    def _swap_document(self, path: DocumentPath, data: bytes, token: Any) -> bool:
+        key = self._document_key(path)
+        return self._put(key, data, IfMatch=token) if token else self._put(key, data, IfNoneMatch="*")
+
+    def _list_documents(self, prefix: DocumentPath, start_after: str | None = None) -> list[str]:
+        below = self.location.key(*prefix, "")
+        found: list[str] = []
+        extra: dict[str, str] = {"StartAfter": below + start_after} if start_after else {}
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.location.bucket,
+                Prefix=below,
+                Delimiter="/",
+                **extra,  # type: ignore[arg-type]
+            ):
+                found += [entry["Key"][len(below) :] for entry in page.get("Contents", [])]
+        except boto_errors() as exc:
+            raise translate(exc, f"list {self.location.uri(below)}") from exc
+        names = (key.removesuffix(".json") for key in found if key.endswith(".json"))
+        return sorted(name for name in names if start_after is None or name > start_after)
+
+    def _delete_document(self, path: DocumentPath) -> None:
+        key = self._document_key(path)
+        try:
+            self.client.delete_object(Bucket=self.location.bucket, Key=key)
+        except boto_errors() as exc:
+            if error_code(exc) not in ABSENT:
+                raise translate(exc, f"delete {self.location.uri(key)}") from exc

@@ -1,21 +1,27 @@
 """The record-store algorithms, written once over a backend's few atomic primitives.
 
 A backend (`file://`, `s3://`, `gs://`) supplies exclusive creation of an object, a compare-and-swap of an
-alias, single reads. Versions are allocated by exclusively creating `versions/<n>` (the first writer wins,
-the others try `n + 1`), so concurrent registers get distinct, consecutive versions without a lock server.
-A `latest` hint makes the newest version one read away; it may lag behind (a forward probe corrects it),
-never run ahead.
+alias, single reads, and the same as generic document operations on paths below the registry's root (for
+annotations, events and the version index, and for any later feature that keeps documents beside records).
+Versions are allocated by exclusively creating `versions/<n>` (the first writer wins, the others try
+`n + 1`), so concurrent registers get distinct, consecutive versions without a lock server. A `latest` hint
+makes the newest version one read away; it may lag behind (a forward probe corrects it), never run ahead.
 """
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mreg.errors import NotFoundError, StorageError
+from mreg._grammar import DocumentPath
+from mreg.errors import MregError, NotFoundError, StorageError
+from mreg.records import _annotations, _index
+from mreg.records._annotations import Annotations, Edit
 from mreg.records.model import (
     Alias,
     AliasEvent,
@@ -26,11 +32,23 @@ from mreg.records.model import (
     decode_record,
 )
 
+if TYPE_CHECKING:
+    from mreg.records._filter import Filter, Order, VersionRow
+
 MAX_ATTEMPTS = 10_000
 
 
 RecordFactory = Callable[[int], Record]
 """Makes the record for a version number the store allocated."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version as `find` returns it: its record, its current annotations, and the aliases on it."""
+
+    record: Record
+    annotations: Annotations
+    aliases: tuple[str, ...]
 
 
 class RecordStore(ABC):
@@ -80,6 +98,28 @@ class RecordStore(ABC):
     def models(self) -> list[str]:
         """Names of every model with at least one version."""
 
+    @abstractmethod
+    def _create_document(self, path: DocumentPath, data: bytes) -> bool:
+        """Write an immutable document only if it does not exist yet, atomically; False when it does."""
+
+    @abstractmethod
+    def _read_document(self, path: DocumentPath) -> tuple[bytes | None, Any]:
+        """A document (None when absent) and, for a mutable one, the token `_swap_document` needs."""
+
+    @abstractmethod
+    def _swap_document(self, path: DocumentPath, data: bytes, token: Any) -> bool:
+        """Replace a mutable document only if it is still the one `token` came with (a token of a missing
+        document: only if it still does not exist); False otherwise. A path is either created or swapped,
+        never both."""
+
+    @abstractmethod
+    def _list_documents(self, prefix: DocumentPath, start_after: str | None = None) -> list[str]:
+        """Names of the documents directly below `prefix` (after `start_after` when given), sorted."""
+
+    @abstractmethod
+    def _delete_document(self, path: DocumentPath) -> None:
+        """Remove an immutable document (nothing happens when it is absent)."""
+
     # -- the algorithms --------------------------------------------------------------------------
     def create(self, name: str, make: RecordFactory) -> Record:
         """Allocate the next version of `name` and write `make(version)` there, never overwriting."""
@@ -89,6 +129,8 @@ class RecordStore(ABC):
             record = make(candidate).sealed()
             if self._create(name, candidate, record.to_json().encode()):
                 self._write_hint(name, candidate)
+                with contextlib.suppress(MregError):  # the index may lag: a query reads the record instead
+                    _index.add_version(self, record)
                 return record
             candidate += 1
         raise StorageError(f"could not allocate a version of {name} in {self.where} after {MAX_ATTEMPTS} attempts.")
@@ -106,9 +148,9 @@ class RecordStore(ABC):
         return decode_record(data, f"{self.where} {name}:{version}")
 
     def resolve(self, ref: ModelRef) -> Record:
-        """The record `ref` names: by version, by alias (two reads), or the latest."""
+        """The record `ref` names: by version, by alias (two reads), or the latest that is not yanked."""
         if ref.alias is None:
-            return self.get(ref.name, ref.version)
+            return self.get(ref.name, ref.version) if ref.version else self.latest_usable(ref.name)
         alias = self.alias(ref.name, ref.alias)
         if alias.version is None:
             raise NotFoundError(f"alias {ref} was deleted (see `mreg alias {ref.name} --history {ref.alias}`).")
@@ -170,3 +212,142 @@ class RecordStore(ABC):
             if self._swap_alias(name, alias, moved.model_dump_json(indent=2).encode(), token):
                 return moved
         raise StorageError(f"could not move alias {name}@{alias} after {MAX_ATTEMPTS} attempts.")
+
+    # -- annotations and queries -------------------------------------------------------------------
+    def annotations(self, name: str, version: int) -> Annotations:
+        """The current annotations of `name:version` (empty when it has none)."""
+        return _annotations.read(self, check_name(name), version)[0]
+
+    def annotate(self, name: str, version: int, edit: Edit) -> tuple[Annotations, Annotations]:
+        """Change the annotations of `name:version` with `edit`; the annotations before and after."""
+        return _annotations.annotate(self, check_name(name), version, edit)
+
+    def latest_usable(self, name: str) -> Record:
+        """The newest version of `name` that is not yanked."""
+        version = self.latest_version(check_name(name))
+        if version == 0:
+            raise NotFoundError(f"model {name} has no versions in {self.where}.")
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            while version >= 1:
+                record = pool.submit(self.get, name, version)  # read meanwhile: it is rarely yanked
+                if self.annotations(name, version).yanked is None:
+                    return record.result()
+                version -= 1
+        raise NotFoundError(f"every version of model {name} in {self.where} is yanked; name one as {name}:VERSION.")
+
+    def find(
+        self,
+        name: str,
+        *,
+        filter: Filter | None = None,
+        order: Order | None = None,
+        limit: int = 20,
+        include_yanked: bool = False,
+        before: int | None = None,
+    ) -> list[VersionInfo]:
+        """Up to `limit` versions of `name` that pass `filter`, in `order` (newest first by default), older
+        than `before` when given; yanked ones only with `include_yanked` or when the filter asks about
+        `yanked`.
+
+        Candidates come from the index (`_index`), with the annotations of versions being changed read from
+        the versions themselves; each result is then checked against its record and its annotations as
+        they are now, so the index may lag behind but never makes a result wrong.
+        """
+        from mreg.records._filter import VersionRow
+
+        latest = self.latest_version(check_name(name))  # first: it makes the backend's client, once
+        if latest == 0:
+            raise NotFoundError(f"model {name} has no versions in {self.where}.")
+        queried = filter is not None or order is not None
+        with ThreadPoolExecutor(max_workers=3) as pool:  # independent reads, at once
+            aliases_read = pool.submit(self.aliases, name)
+            marks_read = pool.submit(_index.read_marks, self, name)
+            indexed = pool.submit(_index.read_indexed, self, name) if queried else None
+            marks, pending = marks_read.result()
+            aliases: dict[int, list[str]] = {}
+            for alias in aliases_read.result():
+                if alias.version is not None:
+                    aliases.setdefault(alias.version, []).append(alias.alias)
+            facts = _index.complete(self, name, indexed.result(), latest) if indexed else {}
+        for version, current in zip(pending, self._annotations_of(name, pending), strict=True):
+            marks[version] = _index.Marks(current.revision, current.tags, current.yanked is not None)
+        skip_yanked = not include_yanked and (filter is None or "yanked" not in filter.fields())
+        newest = min(latest, before - 1) if before else latest
+
+        def row(facts: _index.Facts, tags: dict[str, str] | None = None, yanked: bool | None = None) -> VersionRow:
+            mark = marks.get(facts.version)
+            return VersionRow(
+                version=facts.version,
+                created=facts.created,
+                metrics=facts.metrics,
+                params=facts.params,
+                tags=tags if tags is not None else (dict(mark.tags) if mark else {}),
+                aliases=frozenset(aliases.get(facts.version, ())),
+                yanked=yanked if yanked is not None else bool(mark and mark.yanked),
+                packages=facts.packages,
+            )
+
+        def passes(candidate: VersionRow) -> bool:
+            return not (skip_yanked and candidate.yanked) and (filter is None or filter.matches(candidate))
+
+        if not queried:
+            candidates: Iterable[int] = (
+                v for v in range(newest, 0, -1) if not (skip_yanked and v in marks and marks[v].yanked)
+            )
+        else:
+            rows = [row(item) for item in facts.values() if item.version <= newest]
+            matching = [candidate for candidate in rows if passes(candidate)]
+            ordered = order.sort(matching) if order else sorted(matching, key=lambda found: -found.version)
+            candidates = [found.version for found in ordered]
+
+        def confirmed(record: Record, current: Annotations) -> VersionInfo | None:
+            fresh = row(_index.facts_of(record), dict(current.tags), current.yanked is not None)
+            return VersionInfo(record, current, tuple(sorted(fresh.aliases))) if passes(fresh) else None
+
+        return self._first(name, candidates, confirmed, limit)
+
+    def _annotations_of(self, name: str, versions: Iterable[int]) -> list[Annotations]:
+        wanted = list(versions)
+        with ThreadPoolExecutor(max_workers=min(_index.READERS, max(1, len(wanted)))) as pool:
+            return list(pool.map(lambda version: self.annotations(name, version), wanted))
+
+    def _first(
+        self,
+        name: str,
+        candidates: Iterable[int],
+        confirm: Callable[[Record, Annotations], VersionInfo | None],
+        limit: int,
+    ) -> list[VersionInfo]:
+        """The first `limit` candidates that `confirm` accepts, in order, given each one's record and current
+        annotations (all of a batch read at once)."""
+        found: list[VersionInfo] = []
+        pending = iter(candidates)
+        with ThreadPoolExecutor(max_workers=2 * _index.READERS) as pool:
+            while len(found) < limit:
+                batch = [version for _, version in zip(range(limit - len(found)), pending, strict=False)]
+                if not batch:
+                    break
+                records = [pool.submit(self.get, name, version) for version in batch]
+                annotations = [pool.submit(self.annotations, name, version) for version in batch]
+                for record, current in zip(records, annotations, strict=True):
+                    info = confirm(record.result(), current.result())
+                    found += [info] if info is not None else []
+        return found
+
+    def yanked(self, name: str) -> dict[int, Annotations]:
+        """The annotations of every yanked (or purged) version of `name`, read from the versions the index
+        and its markers name."""
+        marks, pending = _index.read_marks(self, check_name(name))
+        suspects = sorted({version for version, mark in marks.items() if mark.yanked} | pending)
+        found = zip(suspects, self._annotations_of(name, suspects), strict=True)
+        return {version: annotations for version, annotations in found if annotations.yanked is not None}
+
+    def reindex(self, name: str, records: Iterable[Record], *, markers_older_than: datetime) -> None:
+        """Bring the index of `name` up to date with `records` (all its versions), and index again the
+        annotations of versions whose writer died mid-change (markers older than `markers_older_than`)."""
+        _index.rebuild(self, check_name(name), records)
+        for version, marker in _index.stale_markers(self, name, markers_older_than):
+            current = self.annotations(name, version)
+            yanked = current.yanked is not None
+            _index.note_annotations(self, name, version, current.revision, current.tags, yanked)
+            _index.end_change(self, marker)

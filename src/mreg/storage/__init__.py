@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -29,6 +30,16 @@ class StoredObject:
     uri: str
     sha256: str
     size: int
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """An object as `gc` sees it: where it is, how big, and when it was last written."""
+
+    uri: str
+    size: int
+    modified: datetime
+    """Timezone-aware."""
 
 
 class ObjectStore(Protocol):
@@ -56,6 +67,16 @@ class ObjectStore(Protocol):
 
     def read_into(self, uri: str, sink: BinaryIO, on_progress: Progress | None = None) -> tuple[str, int]:
         """Stream the object at `uri` into `sink`; return the SHA-256 and size of what was read."""
+
+    def list_objects(self) -> list[ListedObject]:
+        """Every object the store keeps (model bytes, content addresses, unfinished temporary files)."""
+
+    def references(self, uri: str, sha256: str) -> list[str]:
+        """The objects that keep the bytes at `uri` (hashing to `sha256`) stored and findable in this store:
+        the object itself, and its content address where that is an object of its own."""
+
+    def delete(self, uri: str) -> None:
+        """Remove an object of this store (nothing happens when it is gone already)."""
 
 
 def hash_stream(source: BinaryIO, sink: BinaryIO | None = None, on_progress: Progress | None = None) -> tuple[str, int]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from mreg._fileio import fsync_directory, incoming, write_durably
 from mreg.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
-from mreg.storage import Progress, StoredObject, fetch_verified, hash_stream
+from mreg.storage import ListedObject, Progress, StoredObject, fetch_verified, hash_stream
 
 
 def file_sha256(path: Path) -> str:
@@ -86,6 +87,34 @@ class FileObjectStore:
             raise NotFoundError(f"{uri} does not exist.") from exc
         except OSError as exc:
             raise StorageError(f"cannot read {uri}: {exc}.") from exc
+
+    def list_objects(self) -> list[ListedObject]:
+        objects = self.root / "sha256"
+        listed = []
+        try:
+            entries = list(objects.iterdir()) if objects.is_dir() else []
+            for entry in entries:
+                try:
+                    stat = entry.lstat()
+                except FileNotFoundError:  # moved into place or removed meanwhile
+                    continue
+                modified = datetime.fromtimestamp(stat.st_mtime, UTC)
+                listed.append(ListedObject(uri=entry.as_uri(), size=stat.st_size, modified=modified))
+        except OSError as exc:
+            raise StorageError(f"cannot list {objects}: {exc}.") from exc
+        return listed
+
+    def references(self, uri: str, sha256: str) -> list[str]:
+        return [uri]
+
+    def delete(self, uri: str) -> None:
+        path = file_uri_path(uri)
+        if path.parent != self.root / "sha256":
+            raise StorageError(f"{uri} is not an object of {self.uri}; it is not deleted.")
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot delete {uri}: {exc}.") from exc
 
 
 def file_uri_path(uri: str) -> Path:

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 from mreg._gcs import TIMEOUT, GsResource, gcs_errors, object_location, retry, status_code, translate
 from mreg.errors import IntegrityError, InvalidInputError, StorageError
-from mreg.storage import Progress, StoredObject, discarded_unless_kept, fetch_verified, hash_stream
+from mreg.storage import ListedObject, Progress, StoredObject, discarded_unless_kept, fetch_verified, hash_stream
 
 MiB = 1024 * 1024
 SHA256_KEY = "mreg-sha256"
@@ -208,3 +208,22 @@ class GsObjectStore(GsResource):
         except gcs_errors() as exc:
             if status_code(exc) != 404:
                 raise translate(exc, f"delete {self.location.uri(key)}") from exc
+
+    def list_objects(self) -> list[ListedObject]:
+        listed = []
+        for below in (self.location.key("blobs", ""), self.location.key("sha256", "")):
+            try:
+                for blob in self.client.list_blobs(self.location.bucket, prefix=below, retry=retry(), timeout=TIMEOUT):
+                    listed.append(ListedObject(self.location.uri(blob.name), int(blob.size or 0), blob.updated))
+            except gcs_errors() as exc:
+                raise translate(exc, f"list {self.location.uri(below)}") from exc
+        return listed
+
+    def references(self, uri: str, sha256: str) -> list[str]:
+        return [uri, self.location.uri(self.location.key("sha256", sha256))]
+
+    def delete(self, uri: str) -> None:
+        bucket, key = object_location(uri)
+        if bucket != self.location.bucket or not key.startswith(self.location.key("")):
+            raise StorageError(f"{uri} is not an object of {self.uri}; it is not deleted.")
+        self._delete(key)

@@ -46,7 +46,7 @@ RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=bind,source=requirements/serve.txt,target=/tmp/mreg-requirements.txt \
     uv pip sync --require-hashes --compile-bytecode --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
 COPY ["stages/serve/serve.py", "/app/serve.py"]
-CMD ["uvicorn", "serve:app", "--host", "127.0.0.1", "--port", "8080"]
+CMD ["python", "serve.py"]
 LABEL "io.mreg.model"="iris-rf" \
       "io.mreg.packages"="[\"annotated-types==0.8.0\", \"anyio==4.16.0\", \"click==8.5.1\", \"fastapi==0.109.0\", \"h11==0.16.0\", \"idna==3.20\", \"joblib==1.3.2\", \"numpy==1.26.4\", \"pydantic==2.14.4\", \"pydantic-core==2.50.5\", \"scikit-learn==1.3.2\", \"scipy==1.11.4\", \"starlette==0.35.1\", \"threadpoolctl==3.8.0\", \"typing-extensions==4.16.0\", \"typing-inspection==0.4.5\", \"uvicorn==0.27.0\"]" \
       "io.mreg.python"="3.11" \
