@@ -18,6 +18,11 @@ MODEL_PATH = Path(os.environ.get("MREG_MODEL_PATH", "/mnt/models/model.onnx"))
 
 
 def open_session(path: Path, expected_sha256: str | None) -> onnxruntime.InferenceSession:
+    """A session on the model at `path`: a file (checked here against its SHA-256), or a directory model
+    holding `model.onnx` and its external data (checked file by file by whoever fetched it: `mreg serve`,
+    `mreg pull`, or the exported pod's init container; its digest is its manifest's)."""
+    if path.is_dir():
+        return onnxruntime.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"])
     data = path.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if expected_sha256 and actual != expected_sha256:

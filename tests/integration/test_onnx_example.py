@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support import REPO, mreg, mreg_json, serving
-from tests.support.onnx_models import identity_model
+from tests.support import REPO, free_port, mreg, mreg_json, serving
+from tests.support.onnx_models import LINEAR_WEIGHTS, identity_model, linear_classifier_with_external_data
 
 pytestmark = pytest.mark.docker
 
@@ -110,3 +110,39 @@ def test_the_classic_engine_runs_the_check_too(tmp_path: Path, engine: str) -> N
     result = mreg("register", str(model), "--engine", engine, cwd=tmp_path, check=False)
     assert result.returncode == 2
     assert "the serve image has no onnxruntime" in result.stderr
+
+
+def test_an_onnx_model_with_external_data_is_a_directory_model_checked_pulled_and_served(
+    project: Path, built: dict[str, Any], tmp_path: Path
+) -> None:
+    directory = linear_classifier_with_external_data(tmp_path / "linear-external")
+    assert (directory / "weights.bin").stat().st_size == 4 * (12 + 3)  # the weights are not in model.onnx
+    record = mreg_json("register", str(directory), cwd=project)
+    assert record["model"]["kind"] == "directory"
+    assert record["model"]["files"] == 2
+    assert record["onnx"]["path"] == "model.onnx"
+    assert record["onnx"]["runtime"] == "onnxruntime 1.17.3"  # opened in the serve image, weights beside it
+
+    pulled = tmp_path / "pulled"
+    mreg("pull", f"iris-onnx:{record['version']}", "-o", str(pulled), cwd=project)
+    assert (pulled / "weights.bin").read_bytes() == (directory / "weights.bin").read_bytes()
+
+    port = free_port()
+    served = json.loads(
+        mreg("serve", f"iris-onnx:{record['version']}", "--port", str(port), "--detach", "--json", cwd=project).stdout
+    )
+    try:
+        instances = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [1.0, 0.0, 0.0, 0.0]]
+        response = requests.post(f"{served['url']}/predict", json={"instances": instances}, timeout=10)
+        expected = [
+            max(
+                range(3),
+                key=lambda c: (
+                    sum(x * w[c] for x, w in zip(row, LINEAR_WEIGHTS, strict=True)) + (0.5 if c == 1 else 0.0)
+                ),
+            )
+            for row in instances
+        ]
+        assert response.json()["predictions"] == expected
+    finally:
+        subprocess.run(["docker", "rm", "--force", served["container"]], capture_output=True, check=False)

@@ -39,9 +39,14 @@ PINS = {"base": {"numpy": "1.26.4"}, "train": {"numpy": "1.26.4"}, "serve": {"nu
 
 
 def tool(name: str) -> str:
+    """A checker from the test extra: a skip where it is missing, a failure under CI (a check that did not
+    run proves nothing)."""
     path = BIN / name
     if not path.exists():
-        pytest.skip(f"{name} is not installed (the test extra has it)")
+        message = f"{name} is not installed (the test extra has it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
     return str(path)
 
 
@@ -337,18 +342,6 @@ def test_the_actions_register_step_writes_the_outputs(tmp_path: Path) -> None:
     empty = run_step("register", {**inputs, "model": ""}, cwd=project, env=env)
     assert empty.returncode == 2
     assert "the input model is empty" in empty.stderr
-
-
-@pytest.mark.docker
-def test_the_actions_build_step_writes_the_image_outputs(tmp_path: Path) -> None:
-    project = copy_example(tmp_path / "project")
-    output = tmp_path / "output"
-    output.touch()
-    env = {"GITHUB_ACTIONS": "true", "GITHUB_OUTPUT": str(output)}
-    result = run_step("build", {"spec": "registry.toml", "push": "false"}, cwd=project, env=env)
-    assert result.returncode == 0, result.stderr
-    built = json.loads((project / ".mreg" / "build.json").read_text())["images"]
-    assert parse_outputs(output.read_text()) == {f"{stage}-image": built[stage]["image"] for stage in built}
 
 
 def test_the_readme_workflow_uses_the_action_and_passes_actionlint(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from mreg.cli._app import cli
 from mreg.errors import Interrupted, MregError
 
 __all__ = ["cli", "main", "run"]
-_COMMANDS = (_build, _ecosystem, _export, _lifecycle, _serve, _ui, _versions)  # importing them registers their commands on `cli`
+# importing them registers their commands on `cli`
+_COMMANDS = (_build, _ecosystem, _export, _lifecycle, _serve, _ui, _versions)
 
 
 def main() -> NoReturn:

@@ -148,9 +148,9 @@ class Report:
     """A command's progress on stderr, phase by phase.
 
     `live` (a terminal): a display per phase with its latest line or its bytes, rate and time left, kept as
-    one finished line. `plain` (CI): one line per phase once it ends, with its duration (and size and rate
-    for a transfer); nothing before, so that input refused up front prints only its error. `quiet`:
-    nothing. rich is only imported for a terminal (its import costs a CI step some 60 ms).
+    one finished line. `plain` (CI): one line per phase once it has ended well, with its duration (and size
+    and rate for a transfer); nothing before or on failure, so that refused input prints only its error.
+    `quiet`: nothing. rich is only imported for a terminal (its import costs a CI step some 60 ms).
     """
 
     def __init__(self, mode: ProgressMode | None = None) -> None:
@@ -188,11 +188,7 @@ class Report:
             return
         phase = Phase(lambda text: None, lambda count: None)
         started = time.monotonic()
-        try:
-            yield phase
-        except BaseException:
-            self.note(f"{title}: failed after {_seconds(time.monotonic() - started)}")
-            raise
+        yield phase  # a failure prints its error alone
         self.note(f"{title}: {_summary(phase, total, time.monotonic() - started)}")
 
 

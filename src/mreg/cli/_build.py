@@ -175,6 +175,7 @@ def build(
     help="Data the model was trained on (repeatable).",
 )
 @click.option("--run-url", help="The training run's page (default: the GitHub Actions run, when there is one).")
+@github_output_option
 @engine_options
 @click.pass_context
 def register(
@@ -187,17 +188,20 @@ def register(
     param_pairs: tuple[str, ...],
     datasets: tuple[str, ...],
     run_url: str | None,
+    github_output: bool | None,
     engine_name: str,
     builder: str | None,
 ) -> None:
-    """Upload MODEL (a file or a directory) and write the next version of the model's record.
+    """Upload MODEL (a file or a directory) as the next version.
+
+    The record is written once the model is stored and checked. Example: `mreg register out/model.joblib`.
 
     A directory (a SavedModel, a Hugging Face folder, ONNX with external data) is stored as one object per
     file plus a manifest; files the store already holds are not uploaded again. An ONNX model is first
     loaded by the serve image's onnxruntime; a model it cannot load is refused. Metrics, params, datasets and
     the run URL are recorded with the version, under its digest.
     """
-    from mreg import pipeline
+    from mreg import _github, pipeline
     from mreg.engine import open_engine
 
     metadata = _metadata(metrics_file, metric_pairs, param_pairs, datasets, run_url)
@@ -211,6 +215,7 @@ def register(
             on_progress=on_progress,
             metadata=metadata,
         )
+    _github.publish_record(record, requested=github_output)
     if as_json:
         click.echo(record.to_json())
     else:
