@@ -15,7 +15,7 @@ from typing import Any
 from mreg._grammar import SHA256_DIGEST_RE
 from mreg.engine import BuiltImage, LineSink, Redactor, with_login_hint
 from mreg.engine._process import capture, error_text, follow, run, stream
-from mreg.engine.containers import ContainerRequest, ContainerState, Mount, check_request
+from mreg.engine.containers import ContainerRequest, ContainerState, Mount, check_request, refuse_unpullable
 from mreg.errors import EngineError
 
 PLUGIN_DIRS = (
@@ -248,11 +248,7 @@ class BuildxEngine:
     def ensure_image(self, image: str) -> None:
         if self.local_image_id(image) is not None:
             return
-        if SHA256_DIGEST_RE.fullmatch(image):
-            raise EngineError(
-                f"the image {image} is not in the local engine (removed or pruned?), and an image ID cannot be "
-                "pulled: build it again and register a new version."
-            )
+        refuse_unpullable(image)
         result = run(["docker", "pull", "--quiet", "--", image], what=f"docker pull {image}")
         if result.returncode != 0:
             raise EngineError(with_login_hint(image, f"cannot pull {image}: {error_text(result)}")) from (

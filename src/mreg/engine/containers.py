@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from mreg._grammar import SHA256_DIGEST_RE, parse_reference
-from mreg.errors import InvalidInputError
+from mreg.errors import EngineError, InvalidInputError
 
 if TYPE_CHECKING:
     from mreg.engine import Engine
@@ -175,3 +175,13 @@ def run_to_end(engine: Engine, request: ContainerRequest, *, on_line: LineSink) 
     finally:
         engine.remove_container(request.name, grace=0)
     return ContainerExit(code, tuple(tail))
+
+
+def refuse_unpullable(image: str) -> None:
+    """Refuse an image that is not in the local engine and is named by its ID: only a registry reference
+    can be pulled."""
+    if SHA256_DIGEST_RE.fullmatch(image):
+        raise EngineError(
+            f"the image {image} is not in the local engine (removed or pruned?), and an image ID cannot be "
+            "pulled: build it again and register a new version."
+        )

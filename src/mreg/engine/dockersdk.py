@@ -14,7 +14,7 @@ from typing import IO, Any
 from mreg._grammar import SHA256_DIGEST_RE, parse_reference
 from mreg.engine import BuiltImage, LineSink, Redactor, with_login_hint
 from mreg.engine._process import capture
-from mreg.engine.containers import ContainerRequest, ContainerState, check_request
+from mreg.engine.containers import ContainerRequest, ContainerState, check_request, refuse_unpullable
 from mreg.errors import EngineError
 
 
@@ -211,11 +211,7 @@ class DockerSdkEngine:
     def ensure_image(self, image: str) -> None:
         if self.local_image_id(image) is not None:
             return
-        if SHA256_DIGEST_RE.fullmatch(image):
-            raise EngineError(
-                f"the image {image} is not in the local engine (removed or pruned?), and an image ID cannot be "
-                "pulled: build it again and register a new version."
-            )
+        refuse_unpullable(image)
         try:
             self._client.images.pull(image)
         except (self._api_error, *self._not_found) as exc:
