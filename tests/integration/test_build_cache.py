@@ -49,12 +49,12 @@ def test_each_change_rebuilds_only_its_own_stage(tmp_path: Path) -> None:
     write_spec(tmp_path, tag, train=[], serve=[])
     first = mreg_json("build", cwd=tmp_path)
 
-    unchanged = mreg("build", "--json", cwd=tmp_path)
+    unchanged = mreg("--verbose", "build", "--json", cwd=tmp_path)
     assert steps(unchanged.stderr) == (Counter(), Counter())
     assert unchanged.stderr.count("is up to date") == 2
 
     write_spec(tmp_path, tag, train=[], serve=["six==1.16.0"])
-    serve_change = mreg("build", "--json", cwd=tmp_path)
+    serve_change = mreg("--verbose", "build", "--json", cwd=tmp_path)
     seen, ran = steps(serve_change.stderr)  # (serve's own step may come from an earlier run's cache)
     assert seen["base"] > 0  # (the parser found the steps it counts)
     assert seen["serve"] > 0
@@ -65,7 +65,7 @@ def test_each_change_rebuilds_only_its_own_stage(tmp_path: Path) -> None:
     assert after_serve["serve"]["digest"] != first["serve"]["digest"]
 
     write_spec(tmp_path, tag, train=["certifi==2024.2.2"], serve=["six==1.16.0"])
-    train_change = mreg("build", "--json", cwd=tmp_path)
+    train_change = mreg("--verbose", "build", "--json", cwd=tmp_path)
     seen, ran = steps(train_change.stderr)
     assert seen["base"] > 0
     assert seen["train"] > 0

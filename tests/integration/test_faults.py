@@ -97,7 +97,7 @@ def test_a_signal_during_the_build_stops_it_promptly_and_saves_nothing(
     (project / "templates").mkdir(parents=True)
     (project / "templates" / "Dockerfile.j2").write_text(SLOW_TEMPLATE.replace("model_name", f"'{uuid.uuid4().hex}'"))
     tiny_project(project, extra='[render]\ntemplate_dir = "templates"\n')
-    process = start("build", cwd=project)
+    process = start("--verbose", "build", cwd=project)  # BuildKit's log, to see the slow step start
     wait_for_line(process, "mreg-slow-step")
     elapsed, rest = interrupt(process, signum)
     assert process.returncode == 130
@@ -138,7 +138,7 @@ def test_a_push_that_breaks_off_records_nothing(tmp_path: Path, fault: str, star
         tiny_project(
             project, repository=f"127.0.0.1:{port}/faulty-{fault}", extra='[stages.train]\ncopy = ["weights.bin"]\n'
         )
-        process = start("build", "--push", cwd=project)
+        process = start("--verbose", "build", "--push", cwd=project)
         wait_for_line(process, "Preparing")
         if fault == "sigint":
             _, rest = interrupt(process, signal.SIGINT)

@@ -56,6 +56,7 @@ class Options(NamedTuple):
     spec_path: Path
     registry_uri: str | None
     quiet: bool
+    verbose: bool = False
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -81,6 +82,13 @@ class Options(NamedTuple):
     "-q", "--quiet", is_flag=True, envvar="MREG_QUIET", help="Print only the result and errors: no progress, no notes."
 )
 @click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    envvar="MREG_VERBOSE",
+    help="Outside a terminal, also print every line of each phase's output (BuildKit's log, docker push).",
+)
+@click.option(
     "--debug",
     is_flag=True,
     expose_value=False,
@@ -90,9 +98,9 @@ class Options(NamedTuple):
 )
 @click.version_option(package_name="mreg")
 @click.pass_context
-def cli(ctx: click.Context, spec_path: Path, registry_uri: str | None, quiet: bool) -> None:
+def cli(ctx: click.Context, spec_path: Path, registry_uri: str | None, quiet: bool, verbose: bool) -> None:
     """Build train and serve images pinned to the same libraries, and register models with them."""
-    ctx.obj = Options(spec_path, registry_uri, quiet)
+    ctx.obj = Options(spec_path, registry_uri, quiet, verbose)
 
 
 def spec_of(ctx: click.Context) -> Spec:
@@ -186,10 +194,20 @@ class Report:
         if self.mode == "quiet":
             yield Phase(lambda text: None, lambda count: None)
             return
-        phase = Phase(lambda text: None, lambda count: None)
+        phase = Phase(_echo_line if _verbose() else lambda text: None, lambda count: None)
         started = time.monotonic()
         yield phase  # a failure prints its error alone
         self.note(f"{title}: {_summary(phase, total, time.monotonic() - started)}")
+
+
+def _verbose() -> bool:
+    ctx = click.get_current_context(silent=True)
+    options = ctx.find_root().obj if ctx is not None else None
+    return isinstance(options, Options) and options.verbose
+
+
+def _echo_line(text: str) -> None:
+    click.echo(text, err=True)
 
 
 @contextmanager
