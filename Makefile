@@ -28,6 +28,8 @@ bench: $(BIN)/mreg  ## the benchmarks (about 20 minutes; an idle machine gives t
 	$(BIN)/python bench/s3_upload.py
 	$(BIN)/python bench/tree_upload.py
 	$(BIN)/python bench/lookups.py
+	$(BIN)/python bench/filter.py
+	$(BIN)/python bench/ui.py
 
 clean:
 	rm -rf $(VENV) .mreg out .mypy_cache .pytest_cache .ruff_cache

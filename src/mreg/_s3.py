@@ -9,6 +9,7 @@ permanent ones fail at once with a message that says what to fix. Credentials ne
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 _T = TypeVar("_T")
+_CLIENT_LOCK = threading.Lock()
 
 MAX_ATTEMPTS = 6
 """Per request, by botocore's standard retry mode (AWS_MAX_ATTEMPTS and AWS_RETRY_MODE override it)."""
@@ -58,8 +60,11 @@ class S3Resource:
 
     @property
     def client(self) -> S3Client:
+        """The client, made once even when several threads ask for it first at the same time."""
         if self._client is None:
-            self._client = make_client(self.endpoint_url)
+            with _CLIENT_LOCK:
+                if self._client is None:
+                    self._client = make_client(self.endpoint_url)
         return self._client
 
 

@@ -192,7 +192,7 @@ def test_events_are_cloudevents_in_order(registry: Registry, root: Path, monkeyp
     assert [event.id for event in found] == sorted(event.id for event in found)
     assert found[3].data == {"name": NAME, "alias": "production", "version": 2, "previous": None}
     assert found[4].data == {"name": NAME, "version": 2, "set": {"stage": "prod"}, "deleted": []}
-    stored = json.loads(next((root / "events").glob("*.json")).read_text())
+    stored = json.loads(sorted((root / "events").glob("*.json"))[0].read_text())
     assert stored["specversion"] == "1.0"
     assert stored["source"] == root.as_uri()
     assert stored["datacontenttype"] == "application/json"

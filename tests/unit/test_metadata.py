@@ -50,7 +50,7 @@ def test_metadata_is_recorded_under_the_digest(project: Path, monkeypatch: pytes
         "--dataset", "https://example.com/extra.parquet",
         "--run-url", "https://ci.example.com/runs/7",
     )  # fmt: skip
-    assert (code, err) == (0, "")
+    assert code == 0, err
     record = json.loads(out)
     assert record["metrics"] == {"accuracy": 0.97, "loss": 1.0, "f1": 0.5}
     assert record["params"] == {"max_depth": "8", "criterion": "gini=x"}

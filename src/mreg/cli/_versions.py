@@ -160,8 +160,11 @@ def pull(ctx: click.Context, model_ref: str, output: Path, force: bool, as_json:
     staging directory beside the destination and then published with one rename; nothing is left behind on
     failure. Example: `mreg pull iris-rf@production -o /models`.
     """
+    from mreg.cli._lifecycle import warn_if_yanked
+
     registry = registry_of(ctx)
     record = registry.get(model_ref)
+    warn_if_yanked(registry.annotations(record))
     with transfer_progress(record.model.size, "downloading") as on_progress:
         path = registry.download(record, output, overwrite=force, on_progress=on_progress)
     serve = record.images["serve"].image
@@ -184,11 +187,13 @@ def verify(ctx: click.Context, model_ref: str, engine_name: str, builder: str | 
     The record's own digest, the model's bytes, and both image digests in their registries. Example:
     `mreg verify iris-rf@production`.
     """
+    from mreg.cli._lifecycle import warn_if_yanked
     from mreg.engine import open_engine
     from mreg.errors import IntegrityError
 
     registry = registry_of(ctx)
     record = registry.get(model_ref)
+    warn_if_yanked(registry.annotations(record))
     checks = registry.verify(record, lambda: open_engine(engine_name, builder=builder))  # type: ignore[arg-type]
     if as_json:
         click.echo(json.dumps([{"subject": c.subject, "ok": c.ok, "detail": c.detail} for c in checks], indent=2))

@@ -251,7 +251,7 @@ class RecordStore(ABC):
 
         Candidates come from the index (`_index`), with the annotations of versions being changed read from
         the versions themselves; each result is then checked against its record and its annotations as
-        they are now, so the index may lag behind but never makes a result wrong.
+        they are now (see `_first`), so the index may lag behind but never makes a result wrong.
         """
         from mreg.records._filter import VersionRow
 
@@ -264,27 +264,32 @@ class RecordStore(ABC):
             marks_read = pool.submit(_index.read_marks, self, name)
             indexed = pool.submit(_index.read_indexed, self, name) if queried else None
             marks, pending = marks_read.result()
-            aliases: dict[int, list[str]] = {}
+            named: dict[int, set[str]] = {}
             for alias in aliases_read.result():
                 if alias.version is not None:
-                    aliases.setdefault(alias.version, []).append(alias.alias)
+                    named.setdefault(alias.version, set()).add(alias.alias)
+            aliases = {version: frozenset(names) for version, names in named.items()}
             facts = _index.complete(self, name, indexed.result(), latest) if indexed else {}
-        for version, current in zip(pending, self._annotations_of(name, pending), strict=True):
+        changing = sorted(pending)
+        for version, current in zip(changing, self._annotations_of(name, changing), strict=True):
             marks[version] = _index.Marks(current.revision, current.tags, current.yanked is not None)
         skip_yanked = not include_yanked and (filter is None or "yanked" not in filter.fields())
         newest = min(latest, before - 1) if before else latest
 
-        def row(facts: _index.Facts, tags: dict[str, str] | None = None, yanked: bool | None = None) -> VersionRow:
-            mark = marks.get(facts.version)
+        unmarked = _index.Marks(0, {}, False)
+
+        def row(item: _index.Facts, current: _index.Marks | None = None) -> VersionRow:
+            """The row of a version: its facts, with the given annotations, else the indexed ones."""
+            mark = current or marks.get(item.version, unmarked)
             return VersionRow(
-                version=facts.version,
-                created=facts.created,
-                metrics=facts.metrics,
-                params=facts.params,
-                tags=tags if tags is not None else (dict(mark.tags) if mark else {}),
-                aliases=frozenset(aliases.get(facts.version, ())),
-                yanked=yanked if yanked is not None else bool(mark and mark.yanked),
-                packages=facts.packages,
+                version=item.version,
+                created=item.created,
+                metrics=item.metrics,
+                params=item.params,
+                tags=mark.tags,
+                aliases=aliases.get(item.version, frozenset()),
+                yanked=mark.yanked,
+                packages=item.packages,
             )
 
         def passes(candidate: VersionRow) -> bool:
@@ -301,10 +306,12 @@ class RecordStore(ABC):
             candidates = [found.version for found in ordered]
 
         def confirmed(record: Record, current: Annotations) -> VersionInfo | None:
-            fresh = row(_index.facts_of(record), dict(current.tags), current.yanked is not None)
+            fresh = row(
+                _index.facts_of(record), _index.Marks(current.revision, current.tags, current.yanked is not None)
+            )
             return VersionInfo(record, current, tuple(sorted(fresh.aliases))) if passes(fresh) else None
 
-        return self._first(name, candidates, confirmed, limit)
+        return self._first(name, candidates, confirmed, limit, annotated=set(marks))
 
     def _annotations_of(self, name: str, versions: Iterable[int]) -> list[Annotations]:
         wanted = list(versions)
@@ -317,20 +324,30 @@ class RecordStore(ABC):
         candidates: Iterable[int],
         confirm: Callable[[Record, Annotations], VersionInfo | None],
         limit: int,
+        *,
+        annotated: set[int],
     ) -> list[VersionInfo]:
         """The first `limit` candidates that `confirm` accepts, in order, given each one's record and current
-        annotations (all of a batch read at once)."""
+        annotations (all of a batch read at once).
+
+        Only the `annotated` versions (those the index has an entry or a marker for) have annotations to
+        read: every change creates its marker before it writes and removes it only once the index holds the
+        change, so a version with neither has none (or one being written right now).
+        """
         found: list[VersionInfo] = []
         pending = iter(candidates)
-        with ThreadPoolExecutor(max_workers=2 * _index.READERS) as pool:
+        with ThreadPoolExecutor(max_workers=_index.READERS) as pool:
             while len(found) < limit:
                 batch = [version for _, version in zip(range(limit - len(found)), pending, strict=False)]
                 if not batch:
                     break
                 records = [pool.submit(self.get, name, version) for version in batch]
-                annotations = [pool.submit(self.annotations, name, version) for version in batch]
-                for record, current in zip(records, annotations, strict=True):
-                    info = confirm(record.result(), current.result())
+                annotations = [
+                    pool.submit(self.annotations, name, version) if version in annotated else None for version in batch
+                ]
+                for version, record, current in zip(batch, records, annotations, strict=True):
+                    now = current.result() if current else Annotations(name=name, version=version)
+                    info = confirm(record.result(), now)
                     found += [info] if info is not None else []
         return found
 
