@@ -14,6 +14,11 @@ import subprocess
 import pytest
 from hypothesis import HealthCheck, settings
 
+# No cloud client of any test, or of the mreg processes tests start, may look for credentials on EC2's or
+# GCE's metadata address; tests give explicit (S3) or anonymous (GCS emulator) credentials.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+os.environ.setdefault("NO_GCE_CHECK", "True")
+
 settings.register_profile("ci", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("MREG_HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
