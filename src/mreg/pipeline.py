@@ -10,14 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mreg._fileio import incoming
 from mreg._inventory import inventory_stage
+from mreg._provenance import image_sboms, register_predicate
 from mreg.engine import BuiltImage, Engine
-from mreg.errors import InvalidInputError, SkewError
+from mreg.errors import InvalidInputError, MregError, SkewError, StorageError
 from mreg.guards.onnx import check_serve_runtime, find_onnx
 from mreg.guards.skew import ImageEnvironment, check_environments, inspect_image, read_inventory
 from mreg.indexes import PackageIndexes
@@ -25,11 +26,14 @@ from mreg.lock import LockMode, ensure_lock, load_lock
 from mreg.records import GitInfo, Record
 from mreg.records._metadata import Metadata
 from mreg.records.model import ServingContract
-from mreg.registry import Registry
+from mreg.registry import Registry, actor
 from mreg.render import BuildContext, render
 from mreg.spec import STAGES, Spec, Stage
 from mreg.storage import Progress
 from mreg.storage._tree import scan_tree
+
+if TYPE_CHECKING:
+    from mreg.provenance._keys import SigningKey
 
 Group = Literal["shared", "train", "serve"]
 LineSink = Callable[[str], None]
@@ -47,6 +51,8 @@ class BuildResult(BaseModel):
     index_secrets: tuple[str, ...] = ()  # the private-index secrets the Dockerfile mounted
     images: dict[Stage, BuiltImage]
     environments: dict[Stage, ImageEnvironment]
+    base_image_digest: str | None = None  # the base image's manifest digest or local ID, when known
+    buildkit_ref: str | None = None  # BuildKit's reference of the build that made the images
 
     def summary(self) -> dict[str, dict[str, str]]:
         """The `build --json` document: each stage's ref, digest and pinned image."""
@@ -202,15 +208,18 @@ def register(
     build_result: Path | None = None,
     on_progress: Progress | None = None,
     metadata: Metadata | None = None,
+    signing_key: SigningKey | None = None,
 ) -> Record:
     """Upload the model (a file, or a directory: one object per file plus a manifest), then write the next
-    immutable version of the model's record.
+    immutable version of the model's record, and beside it each image's SBOM and the in-toto statement of
+    the registration (signed with `signing_key` when given).
 
     A directory is refused before anything is uploaded when it holds links, special files, unreadable
     entries, names that differ only by case or are not NFC, or no file. An ONNX model (a file, or a
     directory's ONNX file with its external data) is first opened by the serve image's onnxruntime (`engine`
     is only opened for that). `metadata` (metrics, params, datasets, run URL) goes into the record.
     """
+    started_on = datetime.now(UTC)
     built = load_build_result(spec, build_result)
     if model_path.is_symlink() or not (model_path.is_file() or model_path.is_dir()):
         raise InvalidInputError(f"{model_path}: no such model file or directory (a link is not followed).")
@@ -219,7 +228,10 @@ def register(
     if onnx is not None:
         onnx = check_serve_runtime(engine(), built.images["serve"].image, model_path, onnx)
     registry = Registry.from_spec(spec)
-    model = registry.store_model(model_path, tree=tree, on_progress=on_progress)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        sboms = pool.submit(image_sboms, spec, built, load_lock(spec))  # meanwhile: it takes a while
+        model = registry.store_model(model_path, tree=tree, on_progress=on_progress)
+        documents = sboms.result()
     git = git_info(spec.root)
     created_at = datetime.now(UTC).replace(microsecond=0)
 
@@ -240,7 +252,17 @@ def register(
             **(metadata or Metadata()).record_fields(),
         )
 
-    return registry.create(spec.model.name, make)
+    record = registry.create(spec.model.name, make)
+    predicate = register_predicate(
+        spec, built, record, actor=actor(), started_on=started_on, finished_on=datetime.now(UTC)
+    )
+    try:
+        registry.attest(record, predicate=predicate, sboms=documents, key=signing_key)
+    except MregError as exc:
+        raise StorageError(
+            f"{record.name}:{record.version} was registered, but its provenance could not be written: {exc}"
+        ) from exc
+    return record
 
 
 def load_build_result(spec: Spec, path: Path | None = None) -> BuildResult:

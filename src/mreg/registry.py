@@ -15,14 +15,14 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mreg.errors import IntegrityError, InvalidInputError, MregError, StorageError
+from mreg.errors import IntegrityError, InvalidInputError, MregError, NotFoundError, StorageError
 from mreg.records import (
     Alias,
     BuiltImage,
@@ -55,6 +55,9 @@ from mreg.storage.file import file_uri_path
 
 if TYPE_CHECKING:
     from mreg.engine import Engine
+    from mreg.provenance._keys import SigningKey, TrustedKey
+    from mreg.provenance.attestation import SignatureStatus, Trust
+    from mreg.provenance.statement import Statement
     from mreg.records._filter import Filter, Order
     from mreg.spec import Spec
 
@@ -97,11 +100,17 @@ class Registry:
     """Records of models and the binaries they point to."""
 
     def __init__(
-        self, records: RecordStore, *, objects: ObjectStore | None = None, storage_endpoint_url: str | None = None
+        self,
+        records: RecordStore,
+        *,
+        objects: ObjectStore | None = None,
+        storage_endpoint_url: str | None = None,
+        trust: Trust | None = None,
     ) -> None:
         self._records = records
         self._objects = objects
         self._storage_endpoint_url = storage_endpoint_url
+        self._trust = trust
 
     @property
     def where(self) -> str:
@@ -109,25 +118,38 @@ class Registry:
         return self._records.where
 
     @classmethod
-    def open(cls, uri: str, *, endpoint_url: str | None = None, root: Path | None = None) -> Registry:
+    def open(
+        cls, uri: str, *, endpoint_url: str | None = None, root: Path | None = None, trust: Trust | None = None
+    ) -> Registry:
         """The registry at `uri` (`s3://bucket/prefix`, `gs://bucket/prefix` or `file://PATH`, relative to
         `root` or the working directory). `endpoint_url` (else AWS_ENDPOINT_URL) serves records and objects.
-        It reads and moves aliases; registering needs the spec's object store (`from_spec`)."""
+        It reads and moves aliases; registering needs the spec's object store (`from_spec`). With `trust`,
+        every `get` checks signatures (see `get`)."""
         store = open_record_store(uri, root or Path.cwd(), endpoint_url=endpoint_url)
-        return cls(store, storage_endpoint_url=endpoint_url)
+        return cls(store, storage_endpoint_url=endpoint_url, trust=trust)
 
     @classmethod
-    def from_spec(cls, spec: Spec) -> Registry:
+    def from_spec(cls, spec: Spec, *, trust: Trust | None = None) -> Registry:
         """The registry a spec writes to, with its object store."""
         records = open_record_store(spec.registry.uri, spec.root, endpoint_url=spec.registry.endpoint_url)
         objects = open_object_store(spec.storage.uri, spec.root, endpoint_url=spec.storage.endpoint_url)
-        return cls(records, objects=objects, storage_endpoint_url=spec.storage.endpoint_url)
+        return cls(records, objects=objects, storage_endpoint_url=spec.storage.endpoint_url, trust=trust)
 
     # -- reading ---------------------------------------------------------------------------------
-    def get(self, ref: str | ModelRef) -> Record:
+    def get(self, ref: str | ModelRef, *, trusted_keys: Sequence[TrustedKey] | Path | str | None = None) -> Record:
         """The record `NAME`, `NAME:VERSION` or `NAME@ALIAS` names: for `NAME`, the latest version that is not
-        yanked; an exact version or an alias resolves whether yanked or not (see `annotations`)."""
-        return self._records.resolve(parse_model_ref(ref) if isinstance(ref, str) else ref)
+        yanked; an exact version or an alias resolves whether yanked or not (see `annotations`).
+
+        With `trusted_keys` (keys, or a trusted-keys file), the record must carry a signature by one of them
+        over a statement of exactly this record, else IntegrityError; without, the registry's own trust (if
+        it was opened with one) applies."""
+        record = self._records.resolve(parse_model_ref(ref) if isinstance(ref, str) else ref)
+        trust = self._trust if trusted_keys is None else _required_trust(trusted_keys)
+        if trust is not None and trust.active:
+            from mreg.provenance.attestation import enforce
+
+            enforce(record, self.signatures(record, trust.keys), trust)
+        return record
 
     def versions(self, name: str, *, limit: int = 20, before: int | None = None) -> list[Record]:
         """Up to `limit` records of `name`, newest first, older than version `before` when given."""
@@ -304,6 +326,104 @@ class Registry:
                 f"{subject or 'the registry'} was changed, but its {type_} event could not be written: {exc}"
             ) from exc
 
+    # -- provenance ------------------------------------------------------------------------------
+    def attest(
+        self,
+        record: Record,
+        *,
+        predicate: dict[str, Any],
+        sboms: Mapping[str, bytes],
+        key: SigningKey | None = None,
+    ) -> bytes:
+        """Store each image's SBOM (content-addressed) and the in-toto statement of `record` (its record,
+        model, image and SBOM digests, with the SLSA `predicate`) beside it, signed by `key` when given; the
+        statement's bytes. Nothing is written inside the record."""
+        from mreg.provenance.attestation import record_subjects
+        from mreg.provenance.statement import build_statement
+        from mreg.records._provenance import put_sbom, put_statement
+
+        digests = {stage: put_sbom(self._records, record.name, document) for stage, document in sboms.items()}
+        statement = build_statement(subjects=record_subjects(record, digests), predicate=predicate)
+        put_statement(self._records, record.name, record.version, statement)
+        if key is not None:
+            self._add_signature(record, statement, key)
+        return statement
+
+    def sign(self, ref: str | ModelRef | Record, key: SigningKey) -> bool:
+        """Sign the stored statement of a version with `key` (a second party, or a record registered without
+        a key), after checking that it is the statement of exactly that record; False when `key` signed it
+        already."""
+        from mreg.provenance.attestation import statement_problems
+        from mreg.provenance.statement import parse_statement
+
+        if not isinstance(ref, Record):
+            ref = self._records.resolve(parse_model_ref(ref) if isinstance(ref, str) else ref)
+        record = ref
+        statement = self._stored_statement(record)
+        problems = statement_problems(record, parse_statement(statement))
+        if problems:
+            raise IntegrityError(
+                f"{record.name}:{record.version}: its stored statement is not of this record ({problems[0]}); "
+                "refusing to sign it."
+            )
+        return self._add_signature(record, statement, key)
+
+    def signatures(self, record: Record, trusted_keys: Sequence[TrustedKey] = ()) -> SignatureStatus:
+        """What the signatures stored beside `record` prove, checked against `trusted_keys` now (without keys:
+        only which key ids claim to have signed)."""
+        from mreg.provenance.attestation import check_signatures
+        from mreg.records._provenance import read_envelopes
+
+        envelopes = read_envelopes(self._records, record.name, record.version)
+        return check_signatures(record, envelopes, trusted_keys, at=datetime.now(UTC))
+
+    def statement(self, record: Record) -> Statement:
+        """The stored (unverified) statement of `record`; `signatures` says whether a trusted key signed it."""
+        from mreg.provenance.statement import parse_statement
+
+        return parse_statement(self._stored_statement(record))
+
+    def sbom(self, ref: str | ModelRef | Record, stage: str) -> bytes:
+        """The CycloneDX SBOM of a version's `stage` image, checked against the digest its statement names
+        (the signed statement when the registry checks signatures)."""
+        from mreg.provenance.attestation import sbom_digests
+        from mreg.records._provenance import read_sbom
+
+        record = ref if isinstance(ref, Record) else self.get(ref)
+        where = f"{record.name}:{record.version}"
+        if stage not in record.images:
+            raise InvalidInputError(f"{where} has no {stage} image.")
+        statement = self.statement(record)
+        if self._trust is not None and self._trust.active:
+            statement = self.signatures(record, self._trust.keys).statement or statement
+        digest = sbom_digests(statement, [stage]).get(stage)
+        if digest is None:
+            raise NotFoundError(f"{where}: its statement names no SBOM of the {stage} image.")
+        return read_sbom(self._records, record.name, digest, where)
+
+    def _stored_statement(self, record: Record) -> bytes:
+        from mreg.records._provenance import read_statement
+
+        statement = read_statement(self._records, record.name, record.version)
+        if statement is None:
+            raise NotFoundError(
+                f"{record.name}:{record.version} has no provenance statement in {self.where} "
+                "(it was registered by an mreg without provenance)."
+            )
+        return statement
+
+    def _add_signature(self, record: Record, statement: bytes, key: SigningKey) -> bool:
+        from mreg.provenance.dsse import sign_envelope
+        from mreg.provenance.statement import PAYLOAD_TYPE
+        from mreg.records._provenance import put_envelope
+
+        envelope = sign_envelope(statement, PAYLOAD_TYPE, key)
+        added = put_envelope(self._records, record.name, record.version, key.keyid, envelope)
+        if added:
+            data = {"name": record.name, "version": record.version, "keyid": key.keyid}
+            self._emit("io.mreg.version.signed", f"{record.name}:{record.version}", data)
+        return added
+
     # -- garbage collection ----------------------------------------------------------------------
     def gc(
         self,
@@ -421,20 +541,52 @@ class Registry:
             self._reader(record).fetch(model.uri, model.sha256, target, on_progress=on_progress)
         return target
 
-    def verify(self, record: Record, engine: Callable[[], Engine]) -> list[Check]:
+    def verify(self, record: Record, engine: Callable[[], Engine], *, trust: Trust | None = None) -> list[Check]:
         """Check that the record's model bytes still hash to its SHA-256 (each file of a directory model,
         naming each one missing or changed) and that both images are still there, pinned by their recorded
-        digests (and their tags not moved). The record's own digest was checked when it was read; `engine` is
-        opened only for the images."""
+        digests (and their tags not moved). With `trust` (else the registry's own), also that a trusted key
+        signed a statement of exactly this record, and that the SBOMs it names are intact. The record's own
+        digest was checked when it was read; `engine` is opened only for the images."""
         if purged := self._purged_checks(record):
             return purged
         checks = [Check("record", True, f"{record.name}:{record.version} matches its digest {record.digest}")]
+        checks += self._check_signatures(record, trust or self._trust)
         checks += self._check_model(record)
         try:
             opened = engine()
         except MregError as exc:  # no engine to ask: the images are unchecked, the other checks stand
             return checks + [Check(stage, False, str(exc)) for stage in record.images]
         checks += [_check_image(opened, stage, image) for stage, image in record.images.items()]
+        return checks
+
+    def _check_signatures(self, record: Record, trust: Trust | None) -> list[Check]:
+        if trust is None or not trust.active:
+            return []
+        from mreg.provenance.attestation import sbom_digests
+        from mreg.records._provenance import read_sbom
+
+        try:
+            status = self.signatures(record, trust.keys)
+        except MregError as exc:
+            return [Check("signature", False, str(exc))]
+        if not status.signed:
+            needed = "a signature by a trusted key is required" if trust.required else "no signature is required"
+            return [Check("signature", not trust.required, f"not signed ({needed})")]
+        if status.statement is None:
+            return [Check("signature", False, status.summary())]
+        checks = [Check("signature", True, status.summary())]
+        found = sbom_digests(status.statement, sorted(record.images))
+        for stage in sorted(record.images):
+            subject = f"sbom/{stage}"
+            if stage not in found:
+                checks.append(Check(subject, False, f"the signed statement names no SBOM of the {stage} image"))
+                continue
+            try:
+                read_sbom(self._records, record.name, found[stage], f"{record.name}:{record.version}")
+            except MregError as exc:
+                checks.append(Check(subject, False, str(exc)))
+            else:
+                checks.append(Check(subject, True, f"matches the signed digest {found[stage]}"))
         return checks
 
     def _check_model(self, record: Record) -> list[Check]:
@@ -457,6 +609,15 @@ class Registry:
         """A store that reads the record's model (wherever the record says it is)."""
         where = record.model.store if record.model.kind == "directory" and record.model.store else record.model.uri
         return open_object_store(where, endpoint_url=self._storage_endpoint_url)
+
+
+def _required_trust(trusted_keys: Sequence[TrustedKey] | Path | str) -> Trust:
+    """A trust that requires a signature by one of `trusted_keys` (keys, or a trusted-keys file)."""
+    from mreg.provenance._keys import load_trusted_keys
+    from mreg.provenance.attestation import Trust
+
+    keys = load_trusted_keys(Path(trusted_keys)) if isinstance(trusted_keys, str | Path) else trusted_keys
+    return Trust(tuple(keys), required=True)
 
 
 def _due(state: Annotations, yanked_before: datetime | None) -> bool:

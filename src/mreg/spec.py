@@ -278,6 +278,8 @@ class StorageTable(_Table):
 class RegistryTable(_Table):
     uri: StoreUri = DEFAULT_REGISTRY_URI
     endpoint_url: EndpointUrl | None = None
+    trusted_keys: RelativePath | None = None
+    require_signature: bool = False
 
 
 class RenderTable(_Table):
@@ -477,6 +479,8 @@ def _missing_files(spec: Spec) -> Iterator[str]:
     named = [(f"stages.{stage}.copy[{i}]", p) for stage in STAGES for i, p in enumerate(spec.stages_for(stage).copy_)]
     if spec.render.template_dir:
         named.append(("render.template_dir", spec.render.template_dir))
+    if spec.registry.trusted_keys:
+        named.append(("registry.trusted_keys", spec.registry.trusted_keys))
     for key, relative in named:
         target = spec.resolve_path(relative)
         if not target.is_relative_to(root):

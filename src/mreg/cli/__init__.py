@@ -11,13 +11,13 @@ from typing import NoReturn
 
 import click
 
-from mreg.cli import _build, _ecosystem, _export, _lifecycle, _serve, _ui, _versions
+from mreg.cli import _build, _ecosystem, _export, _lifecycle, _provenance, _serve, _ui, _versions
 from mreg.cli._app import cli
 from mreg.errors import Interrupted, MregError
 
 __all__ = ["cli", "main", "run"]
 # importing them registers their commands on `cli`
-_COMMANDS = (_build, _ecosystem, _export, _lifecycle, _serve, _ui, _versions)
+_COMMANDS = (_build, _ecosystem, _export, _lifecycle, _provenance, _serve, _ui, _versions)
 
 
 def main() -> NoReturn:

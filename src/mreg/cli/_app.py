@@ -15,6 +15,7 @@ import click
 
 if TYPE_CHECKING:
     from mreg.engine import BuiltImage, Engine
+    from mreg.provenance.attestation import Trust
     from mreg.registry import Registry
     from mreg.spec import Spec
 
@@ -47,6 +48,33 @@ def github_output_option(command: Callable[..., Any]) -> Callable[..., Any]:
             "Write the step outputs to $GITHUB_OUTPUT and a summary table to $GITHUB_STEP_SUMMARY "
             "(default: when GITHUB_ACTIONS is true and GITHUB_OUTPUT is set)."
         ),
+    )(command)
+
+
+def signing_key_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--signing-key FILE` (MREG_SIGNING_KEY); its passphrase only ever comes from MREG_SIGNING_KEY_PASSWORD."""
+    return click.option(
+        "--signing-key",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="MREG_SIGNING_KEY",
+        help="A PEM private key (ECDSA P-256/P-384 or Ed25519) to sign with; passphrase in MREG_SIGNING_KEY_PASSWORD.",
+    )(command)
+
+
+def trust_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--trusted-keys FILE` (MREG_TRUSTED_KEYS) and `--require-signature` (MREG_REQUIRE_SIGNATURE)."""
+    command = click.option(
+        "--require-signature",
+        is_flag=True,
+        default=False,
+        envvar="MREG_REQUIRE_SIGNATURE",
+        help="Refuse a version no trusted key signed (also the spec's registry.require_signature).",
+    )(command)
+    return click.option(
+        "--trusted-keys",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="MREG_TRUSTED_KEYS",
+        help="Public keys to trust: PEM, or a TOML/JSON list with names and validity windows.",
     )(command)
 
 
@@ -109,14 +137,43 @@ def spec_of(ctx: click.Context) -> Spec:
     return load_spec(ctx.find_root().obj.spec_path)
 
 
-def registry_of(ctx: click.Context) -> Registry:
-    """--registry (with boto3's endpoint configuration) when given, else the spec's registry."""
+def registry_of(ctx: click.Context, *, checked: bool = True) -> Registry:
+    """--registry (with boto3's endpoint configuration) when given, else the spec's registry. Unless not
+    `checked`, its reads check signatures as MREG_TRUSTED_KEYS, MREG_REQUIRE_SIGNATURE and the spec say."""
     from mreg.registry import Registry
 
     registry_uri = ctx.find_root().obj.registry_uri
-    if registry_uri:
-        return Registry.open(registry_uri)
-    return Registry.from_spec(spec_of(ctx))
+    spec = None if registry_uri else spec_of(ctx)
+    trust = _trust(spec) if checked else None
+    if spec is None:
+        return Registry.open(registry_uri, trust=trust)
+    return Registry.from_spec(spec, trust=trust)
+
+
+def trust_of(ctx: click.Context, keys: Path | None = None, required: bool = False) -> Trust | None:
+    """Which keys to trust: `keys`, else MREG_TRUSTED_KEYS, else the spec's registry.trusted_keys (when the
+    registry is the spec's); a signature is required with `required`, MREG_REQUIRE_SIGNATURE or the spec's
+    registry.require_signature. None when nothing asks for signatures."""
+    return _trust(None if ctx.find_root().obj.registry_uri else spec_of(ctx), keys, required)
+
+
+def _trust(spec: Spec | None, keys: Path | None = None, required: bool = False) -> Trust | None:
+    named = os.environ.get("MREG_TRUSTED_KEYS")
+    if keys is None and named:
+        keys = Path(named)
+    if keys is None and spec is not None and spec.registry.trusted_keys:
+        keys = spec.resolve_path(spec.registry.trusted_keys)
+    required = (
+        required
+        or os.environ.get("MREG_REQUIRE_SIGNATURE", "").lower() in {"1", "true", "yes"}
+        or (spec is not None and spec.registry.require_signature)
+    )
+    if keys is None and not required:
+        return None
+    from mreg.provenance._keys import load_trusted_keys
+    from mreg.provenance.attestation import Trust
+
+    return Trust(tuple(load_trusted_keys(keys)) if keys else (), required=required)
 
 
 def say(message: str) -> None:

@@ -19,6 +19,7 @@ from mreg.cli._app import (
     engine_options,
     github_output_option,
     say,
+    signing_key_option,
     spec_of,
     timed_engine,
     transfer_progress,
@@ -175,6 +176,7 @@ def build(
     help="Data the model was trained on (repeatable).",
 )
 @click.option("--run-url", help="The training run's page (default: the GitHub Actions run, when there is one).")
+@signing_key_option
 @github_output_option
 @engine_options
 @click.pass_context
@@ -188,6 +190,7 @@ def register(
     param_pairs: tuple[str, ...],
     datasets: tuple[str, ...],
     run_url: str | None,
+    signing_key: Path | None,
     github_output: bool | None,
     engine_name: str,
     builder: str | None,
@@ -200,11 +203,15 @@ def register(
     file plus a manifest; files the store already holds are not uploaded again. An ONNX model is first
     loaded by the serve image's onnxruntime; a model it cannot load is refused. Metrics, params, datasets and
     the run URL are recorded with the version, under its digest.
+
+    Beside the record go each image's CycloneDX SBOM and an in-toto statement of the registration, signed
+    when a key is given (--signing-key or MREG_SIGNING_KEY, passphrase in MREG_SIGNING_KEY_PASSWORD).
     """
-    from mreg import _github, pipeline
+    from mreg import _github, _provenance, pipeline
     from mreg.engine import open_engine
 
     metadata = _metadata(metrics_file, metric_pairs, param_pairs, datasets, run_url)
+    key = _provenance.signing_key(signing_key)  # a bad key or passphrase stops here, before any upload
     spec = spec_of(ctx)
     with transfer_progress(_size_of(model_path)) as on_progress:
         record = pipeline.register(
@@ -214,7 +221,10 @@ def register(
             build_result=build_result,
             on_progress=on_progress,
             metadata=metadata,
+            signing_key=key,
         )
+    if key is not None:
+        say(f"signed {record.name}:{record.version} with the key {key.keyid}")
     _github.publish_record(record, requested=github_output)
     if as_json:
         click.echo(record.to_json())

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from mreg.cli._app import cli, engine_options, registry_of, say, table, transfer_progress
+from mreg.cli._app import (
+    cli,
+    engine_options,
+    registry_of,
+    say,
+    table,
+    transfer_progress,
+    trust_of,
+    trust_options,
+)
 from mreg.cli._ecosystem import complete_model_ref
 
 if TYPE_CHECKING:
@@ -178,28 +187,44 @@ def pull(ctx: click.Context, model_ref: str, output: Path, force: bool, as_json:
 
 @cli.command()
 @click.argument("model_ref", metavar="NAME[:VERSION|@ALIAS]", shell_complete=complete_model_ref)
+@trust_options
 @engine_options
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.pass_context
-def verify(ctx: click.Context, model_ref: str, engine_name: str, builder: str | None, as_json: bool) -> None:
-    """Check a version's record, model bytes and image digests.
+def verify(
+    ctx: click.Context,
+    model_ref: str,
+    trusted_keys: Path | None,
+    require_signature: bool,
+    engine_name: str,
+    builder: str | None,
+    as_json: bool,
+) -> None:
+    """Check a version's record, signature, model and images.
 
-    The record's own digest, the model's bytes, and both image digests in their registries. Example:
-    `mreg verify iris-rf@production`.
+    The record's own digest, the model's bytes, and both image digests in their registries. With trusted
+    keys, also that one of them signed a statement of exactly this record and that its SBOMs are intact; with
+    --require-signature an unsigned version fails. Offline but for the stores and the image registry.
+    Example: `mreg verify iris-rf@production --trusted-keys keys.toml --require-signature`.
     """
     from mreg.cli._lifecycle import warn_if_yanked
     from mreg.engine import open_engine
     from mreg.errors import IntegrityError
 
-    registry = registry_of(ctx)
+    trust = trust_of(ctx, trusted_keys, require_signature)
+    registry = registry_of(ctx, checked=False)  # the signature is one of the checks here, not a refusal
     record = registry.get(model_ref)
     warn_if_yanked(registry.annotations(record))
-    checks = registry.verify(record, lambda: open_engine(engine_name, builder=builder))  # type: ignore[arg-type]
+    checks = registry.verify(
+        record,
+        lambda: open_engine(engine_name, builder=builder),  # type: ignore[arg-type]
+        trust=trust,
+    )
     if as_json:
         click.echo(json.dumps([{"subject": c.subject, "ok": c.ok, "detail": c.detail} for c in checks], indent=2))
     else:
         for check in checks:
-            click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.subject:<6}  {check.detail}")
+            click.echo(f"{'ok  ' if check.ok else 'FAIL'}  {check.subject:<10}  {check.detail}")
     failed = [check.subject for check in checks if not check.ok]
     if failed:
         raise IntegrityError(f"{record.name}:{record.version} failed verification: {', '.join(failed)}.")

@@ -31,6 +31,7 @@ TYPES = (
     "io.mreg.version.described",
     "io.mreg.version.yanked",
     "io.mreg.version.unyanked",
+    "io.mreg.version.signed",
     "io.mreg.gc.swept",
 )
 ID_RE = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{8}")
