@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.support import mreg, mreg_json
+from tests.support.keys import write_key
 from tests.support.projects import tiny_project
 
 pytestmark = pytest.mark.docker
@@ -20,7 +21,8 @@ MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, applicat
 
 
 def verify(project: Path, ref: str) -> tuple[int, list[dict[str, object]]]:
-    result = mreg("verify", ref, "--json", cwd=project, check=False)
+    options = ("--trusted-keys", str(project / "keys" / "ci.pub"), "--require-signature")
+    result = mreg("verify", ref, "--json", *options, cwd=project, check=False)
     assert "Traceback" not in result.stderr
     return result.returncode, json.loads(result.stdout) if result.stdout else []
 
@@ -32,24 +34,37 @@ def failed(checks: list[dict[str, object]]) -> dict[object, object]:
 def test_verify_catches_every_kind_of_tampering(tmp_path: Path, registry: str, bucket: str) -> None:
     stores = f'[storage]\nuri = "s3://{bucket}/objects"\n[registry]\nuri = "s3://{bucket}/registry"\n'
     project = tiny_project(tmp_path / "project", repository=f"{registry}/verified", extra=stores)
+    (project / "keys").mkdir()
+    private, _ = write_key(project / "keys", "ci")
     built = mreg_json("build", "--push", cwd=project)
     s3 = boto3.client("s3")
 
     def register(content: bytes) -> dict[str, object]:
         (project / "model.bin").write_bytes(content)
-        record: dict[str, object] = mreg_json("register", "model.bin", cwd=project)
+        signed = mreg("register", "model.bin", "--json", cwd=project, env={"MREG_SIGNING_KEY": str(private)})
+        record: dict[str, object] = json.loads(signed.stdout)
         return record
 
-    register(b"intact model")
+    intact = register(b"intact model")
     code, checks = verify(project, "tiny:1")
     assert code == 0
     assert [(c["subject"], c["ok"]) for c in checks] == [
         ("record", True),
+        ("signature", True),
+        ("sbom/serve", True),
+        ("sbom/train", True),
         ("model", True),
         ("train", True),
         ("serve", True),
     ]
     assert "ok    serve" in mreg("verify", "tiny:1", cwd=project).stdout
+
+    # the SBOM lists exactly what the skew guard read out of the real image, by purl
+    sbom = json.loads(mreg("sbom", "tiny:1", "--stage", "serve", cwd=project).stdout)
+    assert sbom["metadata"]["component"]["version"] == built["serve"]["digest"]
+    pypi = {c["name"]: c["version"] for c in sbom["components"] if c.get("purl", "").startswith("pkg:pypi/")}
+    recorded = intact["packages"]["shared"] + intact["packages"]["serve"]  # type: ignore[index]
+    assert {f"{name}=={version}" for name, version in pypi.items()} == set(recorded)
 
     # a changed model object
     changed = register(b"model to be changed")
@@ -82,7 +97,7 @@ def test_verify_catches_every_kind_of_tampering(tmp_path: Path, registry: str, b
     subprocess.run(["docker", "push", "-q", built["train"]["ref"]], check=True, capture_output=True)
     code, checks = verify(project, "tiny:1")
     assert code == 6
-    assert set(failed(checks)) == {"train"}
+    assert set(failed(checks)) == {"train"}  # the signature still holds: it pins the digest the tag left
     assert "now points to sha256:" in str(failed(checks)["train"])
 
     # the serve image deleted from the registry
