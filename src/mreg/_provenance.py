@@ -37,6 +37,17 @@ def signing_key(path: Path | None) -> SigningKey | None:
     return load_signing_key(path, os.environ.get(PASSWORD_ENV) or None)
 
 
+def model_bundle(model_path: Path, key_path: Path | None) -> bytes:
+    """The OpenSSF model-signing bundle of the model at `model_path`, signed with the key `key_path` (else
+    MREG_SIGNING_KEY) and MREG_SIGNING_KEY_PASSWORD."""
+    named = key_path or (Path(os.environ[SIGNING_KEY_ENV]) if os.environ.get(SIGNING_KEY_ENV) else None)
+    if named is None:
+        raise InvalidInputError("--model-signature needs a signing key (--signing-key FILE or MREG_SIGNING_KEY).")
+    from mreg.provenance.openssf import sign_model
+
+    return sign_model(model_path, named, os.environ.get(PASSWORD_ENV) or None)
+
+
 def image_sboms(spec: Spec, built: BuildResult, lock: Lock) -> dict[str, bytes]:
     """The CycloneDX SBOM of each built image, from what the skew guard read out of it and the lock's hashes."""
     from mreg.provenance.sbom import image_sbom

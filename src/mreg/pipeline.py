@@ -209,10 +209,11 @@ def register(
     on_progress: Progress | None = None,
     metadata: Metadata | None = None,
     signing_key: SigningKey | None = None,
+    model_bundle: bytes | None = None,
 ) -> Record:
     """Upload the model (a file, or a directory: one object per file plus a manifest), then write the next
     immutable version of the model's record, and beside it each image's SBOM and the in-toto statement of
-    the registration (signed with `signing_key` when given).
+    the registration (signed with `signing_key` when given), and the model's OpenSSF `model_bundle` if any.
 
     A directory is refused before anything is uploaded when it holds links, special files, unreadable
     entries, names that differ only by case or are not NFC, or no file. An ONNX model (a file, or a
@@ -257,7 +258,7 @@ def register(
         spec, built, record, actor=actor(), started_on=started_on, finished_on=datetime.now(UTC)
     )
     try:
-        registry.attest(record, predicate=predicate, sboms=documents, key=signing_key)
+        registry.attest(record, predicate=predicate, sboms=documents, key=signing_key, model_bundle=model_bundle)
     except MregError as exc:
         raise StorageError(
             f"{record.name}:{record.version} was registered, but its provenance could not be written: {exc}"

@@ -334,20 +334,35 @@ class Registry:
         predicate: dict[str, Any],
         sboms: Mapping[str, bytes],
         key: SigningKey | None = None,
+        model_bundle: bytes | None = None,
     ) -> bytes:
         """Store each image's SBOM (content-addressed) and the in-toto statement of `record` (its record,
-        model, image and SBOM digests, with the SLSA `predicate`) beside it, signed by `key` when given; the
-        statement's bytes. Nothing is written inside the record."""
+        model, image and SBOM digests, with the SLSA `predicate`) beside it, signed by `key` when given, and
+        the model's OpenSSF model-signing bundle when given; the statement's bytes. Nothing is written inside
+        the record."""
         from mreg.provenance.attestation import record_subjects
         from mreg.provenance.statement import build_statement
-        from mreg.records._provenance import put_sbom, put_statement
+        from mreg.records._provenance import put_model_bundle, put_sbom, put_statement
 
         digests = {stage: put_sbom(self._records, record.name, document) for stage, document in sboms.items()}
         statement = build_statement(subjects=record_subjects(record, digests), predicate=predicate)
         put_statement(self._records, record.name, record.version, statement)
+        if model_bundle is not None:
+            put_model_bundle(self._records, record.name, record.version, model_bundle)
         if key is not None:
             self._add_signature(record, statement, key)
         return statement
+
+    def model_bundle(self, record: Record) -> bytes:
+        """The OpenSSF model-signing bundle registered with `record`'s model (`register --model-signature`)."""
+        from mreg.records._provenance import read_model_bundle
+
+        bundle = read_model_bundle(self._records, record.name, record.version)
+        if bundle is None:
+            raise NotFoundError(
+                f"{record.name}:{record.version} has no model-signing bundle (register it with --model-signature)."
+            )
+        return bundle
 
     def sign(self, ref: str | ModelRef | Record, key: SigningKey) -> bool:
         """Sign the stored statement of a version with `key` (a second party, or a record registered without

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from mreg.provenance.statement import PREDICATE_TYPE, parse_statement
 from mreg.records import Record
 from mreg.registry import Check, Registry
 from mreg.spec import load_spec
-from tests.support import DIGESTS, copy_example, mreg, mreg_in_process, save_build
+from tests.support import DIGESTS, REPO, copy_example, mreg, mreg_in_process, save_build
 from tests.support.keys import write_key
 
 PASSPHRASE = "correct horse battery staple"
@@ -334,3 +336,37 @@ def test_the_statement_is_the_same_as_the_signed_one(project: Path, keys: dict[s
     [path] = envelope_files(project, 1)
     assert base64.b64decode(json.loads(path.read_text())["payload"]) == stored
     assert parse_statement(stored).subjects["record"] == record.digest
+
+
+def test_a_pulled_directory_model_verifies_with_openssf_model_signing(
+    project: Path, keys: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    model = shutil.copytree(REPO / "tests" / "data" / "models" / "saved_model", project / "saved_model")
+    env = {"MREG_SIGNING_KEY": str(keys["ci"][0])}
+    mreg("register", "saved_model", "--model-signature", cwd=project, env=env)
+    pulled = tmp_path / "pulled"
+    pulled.mkdir()
+    mreg("pull", "iris-rf:1", "-o", str(pulled), "--model-signature", cwd=project)
+    assert sorted(path.name for path in pulled.iterdir()) == ["saved_model", "saved_model.sig"]
+    cli = Path(sys.executable).parent / "model_signing"
+    argv = [str(cli), "verify", "key", "--signature", str(pulled / "saved_model.sig"), "--public_key"]
+    accepted = subprocess.run(
+        [*argv, str(keys["ci"][1]), str(pulled / "saved_model")], check=False, capture_output=True, text=True
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    (pulled / "saved_model" / "fingerprint.pb").write_bytes(b"changed")
+    refused = subprocess.run(
+        [*argv, str(keys["ci"][1]), str(pulled / "saved_model")], check=False, capture_output=True, text=True
+    )
+    assert refused.returncode != 0
+    assert model.is_dir()
+
+
+def test_pull_asks_for_a_bundle_the_version_does_not_have(project: Path, tmp_path: Path) -> None:
+    register(project)
+    destination = tmp_path / "pulled"
+    destination.mkdir()
+    result = mreg("pull", "iris-rf:1", "-o", str(destination), "--model-signature", cwd=project, check=False)
+    assert result.returncode == 3
+    assert "iris-rf:1 has no model-signing bundle (register it with --model-signature)" in result.stderr
+    assert list(destination.iterdir()) == []

@@ -177,6 +177,11 @@ def build(
 )
 @click.option("--run-url", help="The training run's page (default: the GitHub Actions run, when there is one).")
 @signing_key_option
+@click.option(
+    "--model-signature",
+    is_flag=True,
+    help="Also sign the model's files as an OpenSSF model-signing bundle (needs mreg[model-signing], an ECDSA key).",
+)
 @github_output_option
 @engine_options
 @click.pass_context
@@ -191,6 +196,7 @@ def register(
     datasets: tuple[str, ...],
     run_url: str | None,
     signing_key: Path | None,
+    model_signature: bool,
     github_output: bool | None,
     engine_name: str,
     builder: str | None,
@@ -205,13 +211,15 @@ def register(
     the run URL are recorded with the version, under its digest.
 
     Beside the record go each image's CycloneDX SBOM and an in-toto statement of the registration, signed
-    when a key is given (--signing-key or MREG_SIGNING_KEY, passphrase in MREG_SIGNING_KEY_PASSWORD).
+    when a key is given (--signing-key or MREG_SIGNING_KEY, passphrase in MREG_SIGNING_KEY_PASSWORD);
+    with --model-signature, also an OpenSSF model-signing bundle of the model (`mreg pull --model-signature`).
     """
     from mreg import _github, _provenance, pipeline
     from mreg.engine import open_engine
 
     metadata = _metadata(metrics_file, metric_pairs, param_pairs, datasets, run_url)
     key = _provenance.signing_key(signing_key)  # a bad key or passphrase stops here, before any upload
+    bundle = _provenance.model_bundle(model_path, signing_key) if model_signature else None
     spec = spec_of(ctx)
     with transfer_progress(_size_of(model_path)) as on_progress:
         record = pipeline.register(
@@ -222,6 +230,7 @@ def register(
             on_progress=on_progress,
             metadata=metadata,
             signing_key=key,
+            model_bundle=bundle,
         )
     if key is not None:
         say(f"signed {record.name}:{record.version} with the key {key.keyid}")

@@ -160,22 +160,35 @@ def alias(ctx: click.Context, name: str, args: tuple[str, ...], delete: bool, hi
     help="A directory (the model keeps its file or directory name) or a path.",
 )
 @click.option("--force", is_flag=True, help="Replace a directory model already at the destination.")
+@click.option(
+    "--model-signature",
+    is_flag=True,
+    help="Also write the model's OpenSSF model-signing bundle beside it, as PATH.sig.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the path, digest and serve image as JSON.")
 @click.pass_context
-def pull(ctx: click.Context, model_ref: str, output: Path, force: bool, as_json: bool) -> None:
+def pull(ctx: click.Context, model_ref: str, output: Path, force: bool, model_signature: bool, as_json: bool) -> None:
     """Download a model, check it, and print its serve image.
 
     The SHA-256 is checked before anything is published. A directory model is checked file by file in a
     staging directory beside the destination and then published with one rename; nothing is left behind on
-    failure. Example: `mreg pull iris-rf@production -o /models`.
+    failure. With --model-signature, `model_signing verify key --signature PATH.sig --public_key KEY PATH`
+    checks the pulled model too. Example: `mreg pull iris-rf@production -o /models`.
     """
+    from mreg._fileio import incoming
     from mreg.cli._lifecycle import warn_if_yanked
 
     registry = registry_of(ctx)
     record = registry.get(model_ref)
     warn_if_yanked(registry.annotations(record))
+    bundle = registry.model_bundle(record) if model_signature else None  # before the download: none, no pull
     with transfer_progress(record.model.size, "downloading") as on_progress:
         path = registry.download(record, output, overwrite=force, on_progress=on_progress)
+    if bundle is not None:
+        with incoming(path.parent) as (handle, temporary):
+            handle.write(bundle)
+            handle.close()
+            temporary.replace(path.with_name(f"{path.name}.sig"))
     serve = record.images["serve"].image
     if as_json:
         document = {"name": record.name, "version": record.version, "path": str(path), "sha256": record.model.sha256}

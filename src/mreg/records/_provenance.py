@@ -3,6 +3,7 @@
     models/NAME/sboms/<hex>.json                      an image's SBOM, content-addressed (immutable)
     models/NAME/provenance/<version>.json             the version's in-toto statement (immutable)
     models/NAME/signatures/<version>/<keyid>.json     a DSSE envelope of that statement, one per key (immutable)
+    models/NAME/model-bundles/<version>.json          an OpenSSF model-signing bundle of the model (immutable)
 
 None of them is inside a record, so a record's digest never depends on who signed it, and another party can
 sign later. Nothing here decides what a signature proves (that is `mreg.provenance.attestation`): an
@@ -92,6 +93,17 @@ def read_envelopes(store: RecordStore, name: str, version: int) -> list[dict[str
             raise IntegrityError(f"{store.where}: the signature {keyid} of {name}:{version} is not a DSSE envelope.")
         envelopes.append(envelope)
     return envelopes
+
+
+def put_model_bundle(store: RecordStore, name: str, version: int, bundle: bytes) -> None:
+    """Store the OpenSSF model-signing bundle of `name:version`, once."""
+    if not store._create_document(document_path("models", name, "model-bundles", _version(version)), bundle):
+        raise IntegrityError(f"{name}:{version} already has a model-signing bundle in {store.where}.")
+
+
+def read_model_bundle(store: RecordStore, name: str, version: int) -> bytes | None:
+    """The OpenSSF model-signing bundle of `name:version`, None when it has none."""
+    return store._read_document(document_path("models", name, "model-bundles", _version(version)))[0]
 
 
 def _signatures(name: str, version: int, *keyid: str) -> DocumentPath:
