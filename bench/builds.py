@@ -1,7 +1,7 @@
 """Build benchmarks: mreg (BuildKit through `docker buildx bake`, uv, cache mounts) against baselines measured in
 the same invocation, on the machine at hand.
 
-    .venv/bin/python bench/builds.py [--runs N] [--quick] [--log-dir DIR] [--json FILE]
+    .venv/bin/python bench/builds.py [--runs N] [--quick] [--scenario all|onepin] [--log-dir DIR] [--json FILE]
 
 Each run goes through scenarios 1-4 in order on a fresh copy of the bundled example (model `bench-iris`):
 
@@ -17,6 +17,15 @@ Each run goes through scenarios 1-4 in order on a fresh copy of the bundled exam
    `docker push` of the naive images, twice; bytes and blobs are read on the registry side.
 
 Then 5: CLI start-up, `mreg --help` and `mreg render` against `python -c pass` in the same virtualenv.
+
+Then 6 (issue #18, alone with `--scenario onepin`): the everyday CI step. A project with the issue's packages
+(scikit-learn, NumPy and SciPy shared, hyperopt to train, FastAPI and uvicorn to serve) on a base image made
+for this invocation (so that no earlier invocation's build cache answers), built once by both approaches; then,
+in each run, fastapi is bumped to its next release: `mreg lock` and `mreg --verbose build` (traced: every child
+process and BuildKit line timed) against `docker buildx bake` of a hand-tuned Dockerfile of the same packages
+(uv with cache mounts, no lock, no hashes, no bytecode, no checks); both again unchanged. mreg's uv cache is
+this invocation's own, so each bump is to a release it has not resolved; the relock back and forth between the
+two releases then measures it with the release in uv's cache. Where the time goes is printed phase by phase.
 
 Every figure is reported as median [min-max] over the runs (samples), with the ratio mreg/baseline computed
 per run. Everything this script creates (containers, images, temporary directories) is removed at the end,
@@ -55,6 +64,7 @@ import tomli_w
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `bench` importable
 
 from bench.common import BIN, REPO, compile_mreg
+from mreg.lock import UV_VERSION
 
 MODEL = "bench-iris"
 MREG_LOCAL_REPOSITORY = f"mreg/{MODEL}"
@@ -104,6 +114,7 @@ class Completed:
     returncode: int
     stdout: str
     lines: tuple[tuple[float, str], ...]
+    spawned: float = 0.0  # time.perf_counter() just before the process was started (CLOCK_MONOTONIC on Linux)
 
     @property
     def stderr(self) -> str:
@@ -177,7 +188,7 @@ class Runner:
         finally:
             stop(proc)
             self.live.discard(proc)
-        done = Completed(tuple(argv), started_at, seconds, returncode, "".join(stdout), tuple(lines))
+        done = Completed(tuple(argv), started_at, seconds, returncode, "".join(stdout), tuple(lines), started)
         self._log(name, done)
         if check and returncode != 0:
             tail = "\n".join(f"    {line}" for line in done.output_lines()[-25:])
@@ -236,7 +247,7 @@ class Resources:
         self.directories: list[Path] = []
 
     def is_ours(self, repository: str) -> bool:
-        if repository == MREG_LOCAL_REPOSITORY or repository in (NAIVE_REPOSITORY, RAW_REPOSITORY):
+        if repository in (MREG_LOCAL_REPOSITORY, NAIVE_REPOSITORY, RAW_REPOSITORY, *ONEPIN_REPOSITORIES):
             return True
         return any(repository.startswith(f"127.0.0.1:{port}/mreg-bench/") for port in self.registry_ports)
 
@@ -550,6 +561,7 @@ class Results:
         self.rows: dict[str, Row] = {}
         self.notes: list[str] = []
         self.runs: list[dict[str, Any]] = []
+        self.phases: dict[str, list[float]] = {}  # scenario 6: seconds of each phase, one value per run
 
     def row(self, key: str, scenario: str, measure: str, unit: str, baseline: str, target: float | None = None) -> Row:
         if key not in self.rows:
@@ -595,6 +607,11 @@ def declare_rows(results: Results) -> None:
         ("layers_shared", "4 push", "layers shared by train and serve", "n", "naive", None),
         ("help", "5 CLI", "mreg --help", "s", "python -c pass", None),
         ("render", "5 CLI", "mreg render", "s", "python -c pass", None),
+        ("onepin_lock", "6 one-pin change", "relock: mreg lock (pin new to uv's cache)", "s", "bake rebuild", 0.5),
+        ("onepin_lock_seen", "6 one-pin change", "relock: mreg lock (pin in uv's cache)", "s", "bake rebuild", 0.5),
+        ("onepin_build", "6 one-pin change", "build after it: mreg build", "s", "bake rebuild", 1.5),
+        ("onepin_total", "6 one-pin change", "relock + build", "s", "bake rebuild", 2.0),
+        ("onepin_nochange", "6 one-pin change", "no-change mreg build", "s", "bake no-change", 1.0),
     ]
     for key, scenario, measure, unit, baseline, target in rows:
         results.row(key, scenario, measure, unit, baseline, target)
@@ -980,6 +997,414 @@ def layer_count(layers: Mapping[str, Sequence[str]], kind: str) -> int:
     return len(set.intersection(*sets))
 
 
+# --------------------------------------------------------------------------------------------------- scenario 6 (#18)
+
+ONEPIN_MODEL = "bench-onepin"
+ONEPIN_REPOSITORY = f"mreg/{ONEPIN_MODEL}"
+BAKE_REPOSITORY = "mreg-bench/onepin-bake"
+NONCE_REPOSITORY = "mreg-bench/onepin-base"
+ONEPIN_REPOSITORIES = (ONEPIN_REPOSITORY, BAKE_REPOSITORY, NONCE_REPOSITORY)
+ONEPIN_SHARED = ("scikit-learn==1.3.2", "numpy==1.26.4", "scipy==1.11.4")
+ONEPIN_TRAIN = ("hyperopt==0.2.7",)
+ONEPIN_SERVE = ("uvicorn==0.27.0",)  # and fastapi, the pin that changes
+FASTAPI_VERSIONS = (
+    *("0.100.0", "0.100.1", "0.101.0", "0.101.1", "0.102.0", "0.103.0", "0.103.1", "0.103.2", "0.104.0", "0.104.1"),
+    *("0.105.0", "0.106.0", "0.107.0", "0.108.0", "0.109.0", "0.109.1", "0.109.2", "0.110.0", "0.110.1", "0.110.2"),
+    "0.110.3",
+)
+"""Consecutive releases: run i bumps fastapi from the (i-1)th to the ith (at most 20 runs per invocation)."""
+UV_STEP_RE = re.compile(
+    r"^#(?P<id>\d+) [\d.]+ (?P<what>Resolved|Prepared|Installed|Uninstalled|Bytecode compiled|Bytecode for) .* in "
+    r"(?P<value>[\d.]+)(?P<unit>ms|s)$"
+)
+TRACE_DRIVER = """\
+import json, os, subprocess, sys, time
+sink, sys.argv = sys.argv[1], ["mreg", *sys.argv[2:]]
+trace = {"started": time.monotonic(), "children": []}
+init, wait, leave = subprocess.Popen.__init__, subprocess.Popen.wait, os._exit
+def traced_init(self, args, *rest, **options):
+    self._bench_child = {"argv": [str(arg) for arg in args], "start": time.monotonic()}
+    trace["children"].append(self._bench_child)
+    init(self, args, *rest, **options)
+def traced_wait(self, *args, **options):
+    code = wait(self, *args, **options)
+    self._bench_child.setdefault("end", time.monotonic())
+    return code
+def traced_exit(code):
+    trace["ended"] = time.monotonic()
+    with open(sink, "w") as handle:
+        json.dump(trace, handle)
+    leave(code)
+subprocess.Popen.__init__, subprocess.Popen.wait, os._exit = traced_init, traced_wait, traced_exit
+from mreg.cli import main
+trace["imported"] = time.monotonic()
+main()
+"""
+"""Runs the mreg CLI as its console script does, noting (CLOCK_MONOTONIC) when the interpreter was up, when
+mreg's modules were imported, when each child process (uv, docker) started and was waited for, and when
+the command ended (mreg's main leaves through os._exit). Observes only: nothing of mreg is replaced."""
+
+
+def onepin_spec(base_image: str, fastapi: str) -> dict[str, Any]:
+    """The issue's package set: scikit-learn, NumPy and SciPy shared, hyperopt to train, FastAPI and uvicorn
+    to serve (the bundled example's scripts, which these images never run)."""
+    document = spec_document()
+    document["model"]["name"] = ONEPIN_MODEL
+    document["python"]["base_image"] = base_image
+    document["packages"] = {
+        "shared": list(ONEPIN_SHARED),
+        "train": list(ONEPIN_TRAIN),
+        "serve": [f"fastapi=={fastapi}", *ONEPIN_SERVE],
+    }
+    document["system_packages"] = {}
+    return document
+
+
+def bake_dockerfile(base_image: str, fastapi: str) -> str:
+    """The hand-tuned baseline: the same packages installed by uv with cache mounts, one stage per image on a
+    shared base; no lock, no hashes, no bytecode, no checks."""
+    uv = "--mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv"
+    cache = "--mount=type=cache,target=/root/.cache/uv"
+
+    def install(packages: Iterable[str]) -> str:
+        return f"RUN {cache} {uv} \\\n    uv pip install {' '.join(packages)}"
+
+    return "\n".join(
+        [
+            f"FROM {base_image} AS uv",
+            "RUN --mount=type=cache,target=/root/.cache/pip \\",
+            f"    pip install --disable-pip-version-check --target /opt/uv uv=={UV_VERSION}",
+            "",
+            f"FROM {base_image} AS base",
+            "ENV VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH UV_LINK_MODE=copy PYTHONUNBUFFERED=1",
+            f"RUN {cache} {uv} \\\n    uv venv /opt/venv && uv pip install {' '.join(ONEPIN_SHARED)}",
+            "WORKDIR /app",
+            "",
+            "FROM base AS train",
+            install(ONEPIN_TRAIN),
+            'COPY train.py /app/train.py\nCMD ["python", "train.py", "--out", "/out/model.joblib"]',
+            "",
+            "FROM base AS serve",
+            install([f"fastapi=={fastapi}", *ONEPIN_SERVE]),
+            'COPY serve.py /app/serve.py\nCMD ["python", "serve.py"]',
+            "",
+        ]
+    )
+
+
+def bake_file(directory: Path) -> dict[str, Any]:
+    """Both baseline targets in one compose-format bake file (the format whose targets take a network in
+    buildx 0.13), loaded into the engine."""
+    services = {
+        target: {
+            "build": {
+                "context": str(directory),
+                "dockerfile": "Dockerfile",
+                "target": target,
+                "tags": [f"{BAKE_REPOSITORY}:{target}"],
+                "network": "host",
+                "x-bake": {"output": ["type=docker"]},
+            }
+        }
+        for target in TARGETS
+    }
+    return {"services": services}
+
+
+@dataclass
+class OnePinProject:
+    """mreg's spec and lock, and the baseline's Dockerfile and bake file, on a base image of this invocation."""
+
+    directory: Path
+    base_image: str
+
+    @property
+    def spec(self) -> Path:
+        return self.directory / "registry.toml"
+
+    @property
+    def bake(self) -> Path:
+        return self.directory / "bake"
+
+    @classmethod
+    def create(cls, resources: Resources, base_image: str) -> OnePinProject:
+        directory = Path(tempfile.mkdtemp(prefix="mreg-bench-onepin-"))
+        resources.directories.append(directory)
+        project = cls(directory, base_image)
+        project.bake.mkdir()
+        for stage in TARGETS:
+            for relative in spec_document()["stages"][stage]["copy"]:
+                (directory / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / relative, directory / relative)
+                shutil.copy2(REPO / relative, project.bake / Path(relative).name)
+        (project.bake / "compose.yaml").write_text(json.dumps(bake_file(project.bake), indent=2))
+        return project
+
+    def write(self, fastapi: str) -> None:
+        self.spec.write_text(tomli_w.dumps(onepin_spec(self.base_image, fastapi)))
+        (self.bake / "Dockerfile").write_text(bake_dockerfile(self.base_image, fastapi))
+
+    def pins(self) -> dict[str, dict[str, str]]:
+        """{set: {name: version}} of the lock's train and serve sets."""
+        lock = tomllib.loads((self.directory / "registry.lock").read_text())
+        return {name: {p["name"]: p["version"] for p in lock["packages"] if name in p["sets"]} for name in TARGETS}
+
+
+@dataclass(frozen=True)
+class Trace:
+    """What TRACE_DRIVER noted, as offsets (s) from the moment the process was spawned."""
+
+    imported: float
+    ended: float
+    started: float
+    children: tuple[tuple[tuple[str, ...], float, float], ...]  # argv, start, end
+
+    @classmethod
+    def read(cls, path: Path, spawned: float) -> Trace:
+        data = json.loads(path.read_text())
+        children = tuple(
+            (tuple(child["argv"]), child["start"] - spawned, child.get("end", data["ended"]) - spawned)
+            for child in data["children"]
+        )
+        return cls(data["imported"] - spawned, data["ended"] - spawned, data["started"] - spawned, children)
+
+    def of(self, *words: str) -> list[tuple[tuple[str, ...], float, float]]:
+        """The children whose argv holds every one of `words`, in order of start."""
+        return [child for child in self.children if all(word in child[0] for word in words)]
+
+
+def uv_label(argv: Sequence[str]) -> str:
+    """`uv all`, `uv serve offline`...: a `uv pip compile` process named by its input file."""
+    source = next((Path(arg).stem for arg in argv if arg.endswith(".in")), "?")
+    return f"uv {source}" + (" offline" if "--offline" in argv else "") + (" no-deps" if "--no-deps" in argv else "")
+
+
+def lock_phases(trace: Trace, seconds: float) -> dict[str, float]:
+    """Where `mreg lock` spends its time: start-up, then its uv processes (concurrent ones overlap)."""
+    uv = [child for child in trace.children if "compile" in child[0]]
+    first = uv[0][1] if uv else trace.ended
+    last = max((end for _, _, end in uv), default=first)
+    phases = {
+        "lock: interpreter start": trace.started,
+        "lock: imports": trace.imported - trace.started,
+        "lock: spec and previous lock, to the first uv": first - trace.imported,
+        "lock: uv processes (wall, first start to last end)": last - first,
+        "lock: merge and write the lock": trace.ended - last,
+        "lock: interpreter exit": seconds - trace.ended,
+    }
+    for argv, start, end in uv:
+        key = f"lock:   {uv_label(argv)}"
+        phases[key] = phases.get(key, 0.0) + end - start
+    return phases
+
+
+def bake_phases(lines: Sequence[tuple[float, str]], spawned: float, ended: float, prefix: str) -> dict[str, float]:
+    """The parts of one `docker buildx bake` from its plain progress (offsets from the command's start):
+    buildx's start to the first solve line, the cached steps, the serve install step (with uv's own figures),
+    and what follows it (COPY, image export, the inventory stage)."""
+    install = install_step(lines)
+    first_solve = next((offset for offset, line in lines if BAKE_STEP_RE.match(line)), None)
+    last = max((offset for offset, line in lines if line.startswith("#")), default=ended)
+    if install is None or first_solve is None:
+        return {f"{prefix}: whole bake (no install step ran)": ended - spawned}
+    step, began, done = install
+    phases = {
+        f"{prefix}: buildx start, to the first step": first_solve - spawned,
+        f"{prefix}: cached steps, to the serve install": began - first_solve,
+        f"{prefix}: serve install step": done - began,
+    }
+    reported = {"Resolved": 0.0, "Prepared": 0.0, "Installed": 0.0, "Bytecode compiled": 0.0, "Bytecode for": 0.0}
+    for _, line in lines:
+        match = UV_STEP_RE.match(line)
+        if match and match["id"] == step and match["what"] in reported:
+            reported[match["what"]] += float(match["value"]) / (1000 if match["unit"] == "ms" else 1)
+    names = {
+        "Resolved": "uv resolution (index requests)",
+        "Prepared": "uv downloads",
+        "Installed": "uv install",
+        "Bytecode compiled": "uv bytecode",
+        "Bytecode for": "bytecode (mreg's, cached)",
+    }
+    for what, value in reported.items():
+        if value:
+            phases[f"{prefix}:   {names[what]}"] = value
+    phases[f"{prefix}:   the step's other time (process, layer)"] = done - began - sum(reported.values())
+    phases[f"{prefix}: after the install (COPY, export, inventory)"] = last - done
+    phases[f"{prefix}: buildx exit, after its last line"] = ended - last
+    return phases
+
+
+def install_step(lines: Sequence[tuple[float, str]]) -> tuple[str, float, float] | None:
+    """(vertex id, first line, DONE line) of the serve stage's `uv pip` step that ran (printed by uv)."""
+    candidates: dict[str, float] = {}
+    for offset, line in lines:
+        step = BAKE_STEP_RE.match(line)
+        if step and step["stage"] == "serve" and "uv pip" in step["what"]:
+            candidates.setdefault(step["id"], offset)
+    for offset, line in lines:
+        ended = BAKE_STATUS_RE.match(line)
+        if ended and ended["id"] in candidates and ended["status"] == "DONE":
+            return ended["id"], candidates[ended["id"]], offset
+    return None
+
+
+def build_phases(trace: Trace, done: Completed) -> dict[str, float]:
+    """Where `mreg build` spends its time: start-up, its docker calls and the bake."""
+    bakes = trace.of("bake")
+    first = trace.children[0][1] if trace.children else trace.ended
+    phases = {
+        "build: interpreter start": trace.started,
+        "build: imports": trace.imported - trace.started,
+        "build: spec, lock, render, to the first docker call": first - trace.imported,
+    }
+    if not bakes:
+        phases["build: docker calls (no bake)"] = max((end for _, _, end in trace.children), default=first) - first
+        phases["build: guard and result, after the docker calls"] = trace.ended - max(
+            (end for _, _, end in trace.children), default=first
+        )
+    else:
+        _, bake_start, bake_end = bakes[0]
+        phases["build: docker calls before the bake (tag lookups, network)"] = bake_start - first
+        lines = [(offset, line) for offset, line in done.lines if bake_start <= offset <= bake_end + 0.05]
+        phases.update(bake_phases(lines, bake_start, bake_end, "build: bake"))
+        phases["build: after the bake (image IDs, guard, result)"] = trace.ended - bake_end
+    phases["build: interpreter exit"] = done.seconds - trace.ended
+    return phases
+
+
+class OnePin:
+    """Scenario 6: one serve-only pin bumped, then `mreg lock` and `mreg build`, against `docker buildx bake`
+    of the hand-tuned Dockerfile; then both unchanged. mreg's uv cache is this invocation's own: each bump
+    is to a version it has not resolved yet, as in CI with a cache kept from earlier jobs."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.run = bench.run
+        self.results = bench.results
+        self.trace_dir = Path(tempfile.mkdtemp(prefix="mreg-bench-trace-"))
+        bench.resources.directories.append(self.trace_dir)
+
+    def mreg(self, project: OnePinProject, *args: str, name: str) -> tuple[Completed, Trace]:
+        sink = self.trace_dir / f"{name}.json"
+        argv = [sys.executable, "-c", TRACE_DRIVER, str(sink), "--spec", str(project.spec), *args]
+        env = {**mreg_env(), "UV_CACHE_DIR": str(self.trace_dir / "uv-cache")}
+        done = self.run(argv, name=name, cwd=project.directory, env=env)
+        return done, Trace.read(sink, done.spawned)
+
+    def bake(self, project: OnePinProject, name: str) -> Completed:
+        argv = ["docker", "buildx", "bake", "--progress=plain", "--file", str(project.bake / "compose.yaml")]
+        done = self.run([*argv, "--", *TARGETS], name=name)
+        for target in TARGETS:
+            self.bench.resources.remember_image(f"{BAKE_REPOSITORY}:{target}")
+        return done
+
+    def base_image(self) -> str:
+        """A base image of this invocation only (the local base with one small file more), so that neither
+        approach finds an earlier invocation's steps in BuildKit's cache."""
+        base = spec_document()["python"]["base_image"]
+        self.bench.ensure_base_image(base)
+        nonce = f"{os.getpid()}-{int(time.time())}"
+        ref = f"{NONCE_REPOSITORY}:{nonce}"
+        context = self.trace_dir / "base"
+        context.mkdir()
+        (context / "nonce").write_text(nonce)  # a layer of its own: BuildKit keys a base image by its layers
+        (context / "Dockerfile").write_text(f"FROM {base}\nCOPY nonce /etc/mreg-bench-nonce\n")
+        self.run(["docker", "build", "--quiet", "--tag", ref, str(context)], name="onepin-base", env=classic_env())
+        self.bench.resources.remember_image(ref)
+        return ref
+
+    def __call__(self, runs: int, reps: int) -> None:
+        if runs >= len(FASTAPI_VERSIONS):
+            raise CommandError(f"scenario 6 has {len(FASTAPI_VERSIONS) - 1} fastapi bumps; ask for fewer runs")
+        self.bench.say(f"6 one-pin change: setting up ({busy(self.run)})")
+        project = OnePinProject.create(self.bench.resources, self.base_image())
+        project.write(FASTAPI_VERSIONS[0])
+        self.mreg(project, "lock", name="onepin-cold-lock")
+        self.mreg(project, "build", name="onepin-cold-build")
+        self.bake(project, "onepin-cold-bake")
+        for index in range(1, runs + 1):
+            self.results.runs.append({"run": f"6.{index}", "busy_at_start": busy(self.run)})
+            self.bump(project, index)
+            for rep in range(reps):
+                self.unchanged(project, index, rep)
+            self.results.runs[-1]["busy_at_end"] = busy(self.run)
+
+    def bump(self, project: OnePinProject, index: int) -> None:
+        old, new = FASTAPI_VERSIONS[index - 1], FASTAPI_VERSIONS[index]
+        self.bench.say(f"run 6.{index}: fastapi {old} -> {new} ({busy(self.run)})")
+        before = project.pins()
+        project.write(new)
+
+        def with_mreg() -> tuple[Completed, Trace, Completed, Trace]:
+            locked = self.mreg(project, "lock", name=f"onepin-lock-{index}")
+            return (*locked, *self.mreg(project, "--verbose", "build", name=f"onepin-build-{index}"))
+
+        if index % 2:  # alternate which approach goes first
+            locked, lock_trace, built, build_trace = with_mreg()
+            baked = self.bake(project, f"onepin-bake-{index}")
+        else:
+            baked = self.bake(project, f"onepin-bake-{index}")
+            locked, lock_trace, built, build_trace = with_mreg()
+        self.check(project, before, new, built, index)
+        self.results.add("onepin_lock", locked.seconds, baked.seconds)
+        lock_text = (project.directory / "registry.lock").read_text()
+        for version, step in ((old, "back"), (new, "again")):  # both versions are in uv's cache by now
+            project.write(version)
+            relocked, trace = self.mreg(project, "lock", name=f"onepin-lock-{step}-{index}")
+            self.results.add("onepin_lock_seen", relocked.seconds, baked.seconds)
+            for key, value in lock_phases(trace, relocked.seconds).items():
+                self.results.phases.setdefault(f"pin in uv's cache: {key}", []).append(value)
+        if (project.directory / "registry.lock").read_text() != lock_text:
+            self.results.notes.append(f"run 6.{index}: relocking {old} and then {new} again gave another lock")
+        self.results.add("onepin_build", built.seconds, baked.seconds)
+        self.results.add("onepin_total", locked.seconds + built.seconds, baked.seconds)
+        phases = {
+            **lock_phases(lock_trace, locked.seconds),
+            **build_phases(build_trace, built),
+            **bake_phases(baked.lines, 0.0, baked.seconds, "bake baseline"),
+        }
+        for key, value in phases.items():
+            self.results.phases.setdefault(key, []).append(value)
+        self.results.runs[-1]["onepin_phases"] = {key: round(value, 3) for key, value in phases.items()}
+        self.bench.say(f"  mreg lock {locked.seconds:.2f}s + build {built.seconds:.2f}s; bake {baked.seconds:.2f}s")
+
+    def check(
+        self, project: OnePinProject, before: Mapping[str, Mapping[str, str]], new: str, built: Completed, index: int
+    ) -> None:
+        """The relock gave one version per distribution (the lock's format holds one), fastapi the new pin and
+        train what it had; the build listed the new serve image (the skew guard ran) and kept train."""
+        after = project.pins()
+        if after["serve"].get("fastapi") != new:
+            raise CommandError(f"run 6.{index}: the lock pins fastapi {after['serve'].get('fastapi')}, not {new}")
+        if after["train"] != before["train"]:
+            self.results.notes.append(f"run 6.{index}: the serve-only bump changed the train set")
+        if "[serve] the build listed the distributions installed in" not in built.stderr:
+            raise CommandError(f"run 6.{index}: mreg build did not list the new serve image's distributions")
+        if not re.search(r"^mreg: \[train\] \S+ is up to date", built.stderr, re.MULTILINE):
+            self.results.notes.append(f"run 6.{index}: the serve-only bump did not reuse the train image")
+        for image in mreg_images(built.stdout).values():
+            self.bench.resources.image_ids.add(image)
+
+    def unchanged(self, project: OnePinProject, index: int, rep: int) -> None:
+        if (index + rep) % 2:
+            rebuilt, trace = self.mreg(project, "--verbose", "build", name=f"onepin-nochange-{index}-{rep}")
+            baked = self.bake(project, f"onepin-bake-nochange-{index}-{rep}")
+        else:
+            baked = self.bake(project, f"onepin-bake-nochange-{index}-{rep}")
+            rebuilt, trace = self.mreg(project, "--verbose", "build", name=f"onepin-nochange-{index}-{rep}")
+        if rebuilt.stderr.count("is up to date") != len(TARGETS):
+            self.results.notes.append(f"run 6.{index}: the unchanged `mreg build` did not reuse both images")
+        self.results.add("onepin_nochange", rebuilt.seconds, baked.seconds)
+        for key, value in build_phases(trace, rebuilt).items():
+            self.results.phases.setdefault(f"no-change {key}", []).append(value)
+
+
+def phase_table(phases: Mapping[str, Sequence[float]]) -> str:
+    """Each phase of scenario 6: median [min-max] over the runs."""
+    width = max((len(key) for key in phases), default=0)
+    return "\n".join(f"{key.ljust(width)}  {spread(values, 's')}" for key, values in phases.items())
+
+
 # --------------------------------------------------------------------------------------------------- main
 
 
@@ -989,13 +1414,21 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=3, help="runs of scenarios 1-4 (default 3)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of scenarios 1-4 and of scenario 6 (default 3)")
+    parser.add_argument(
+        "--scenario",
+        choices=("all", "onepin"),
+        default="all",
+        help="all (1-6), or only 6: the one-pin change (#18)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 run, 1 repetition, 3 CLI samples")
     parser.add_argument("--log-dir", type=Path, help="keep every command's output here")
     parser.add_argument("--json", type=Path, help="also write the raw samples as JSON here")
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.runs >= len(FASTAPI_VERSIONS):
+        parser.error(f"--runs must be below {len(FASTAPI_VERSIONS)} (scenario 6 bumps fastapi once per run)")
     return args
 
 
@@ -1019,7 +1452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         info = machine(run)
         bench.say(f"machine: {info}")
-        for index in range(1, runs + 1):
+        for index in range(1, runs + 1 if args.scenario == "all" else 1):
             project = Project.create(resources)
             results.runs.append({"run": index, "busy_at_start": busy(run)})
             bench.cold(project, index)
@@ -1027,7 +1460,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.serve_change(project, index)
             bench.push(project, index)
             results.runs[-1]["busy_at_end"] = busy(run)
-        bench.cli(Project.create(resources))
+        if args.scenario == "all":
+            bench.cli(Project.create(resources))
+        OnePin(bench)(runs, reps=bench.reps)
         info["loadavg_end"] = os.getloadavg()
     except (KeyboardInterrupt, Interrupted) as exc:
         print(f"\ninterrupted ({str(exc) or 'SIGINT'}); cleaning up", file=sys.stderr)
@@ -1043,6 +1478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         document = {"machine": info, "runs": results.runs, "notes": results.notes}
         document["rows"] = {key: asdict(row) for key, row in results.rows.items()}
+        document["phases"] = results.phases
         args.json.write_text(json.dumps(document, indent=2, default=str) + "\n")
     return code
 
@@ -1067,6 +1503,11 @@ def report(info: Mapping[str, Any], results: Results, *, runs: int, quick: bool)
             )
     print()
     print(table(results))
+    if results.phases:
+        print(
+            "\nscenario 6, where the time goes (s; concurrent uv processes overlap; indented: parts of the line above)"
+        )
+        print(phase_table(results.phases))
     relisted = [e["run"] for e in results.runs if e.get("serve_change_train_relisted")]
     same = [e["run"] for e in results.runs if e.get("serve_change_train") == "same image ID"]
     if results.runs and "serve_change_train" in results.runs[0]:

@@ -1,13 +1,15 @@
-"""How long `mreg show` takes on a registry with many versions, against a bare boto3 GET, on moto's S3 server.
+"""How long a lookup takes on a registry with many versions, against a bare boto3 GET, on moto's S3 server.
 
     .venv/bin/python bench/lookups.py            # 10,000 versions, 10 runs of each lookup
     .venv/bin/python bench/lookups.py --quick    # 100 versions, 3 runs: a smoke run
 
 The registry holds real, sealed records written through the S3 record store's own primitives (its
 conditional create and its `latest` hint), and an alias moved with the store's `move_alias`; the benchmark
-checks that mreg reads them back before it measures anything. Each lookup is a fresh `mreg` process, timed
-from start to exit, as a serving host or a CI job would run it. The baseline is a fresh Python process that
-imports boto3, makes a client and GETs one record object: what any Python S3 client pays at least. The S3
+checks that mreg reads them back before it measures anything. Each lookup is a fresh process, timed from start
+to exit, as a serving host or a CI job would run it: `mreg show`, `mreg deps` (which needs only the immutable
+record) and `Registry.get`, each with the record cache off (MREG_NO_CACHE=1: every record is read from S3) and
+with it holding the record from an earlier lookup (a repeated lookup). The baseline is a fresh Python process
+that imports boto3, makes a client and GETs one record object: what any Python S3 client pays at least. The S3
 requests of each lookup are counted in moto's request log.
 """
 
@@ -28,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: make `bench` importable
 
+import mreg
 from bench.common import (
     BIN,
     REPO,
@@ -53,22 +56,38 @@ PREFIX = "registry"
 NAME = "iris-rf"
 ALIAS = "production"
 TARGET = 0.5
+"""Seconds: issue #3's target for one lookup."""
+REPEAT_TARGET = 0.25
+"""Seconds: issue #18's target for a repeated lookup of the same version (the record cached)."""
 BASELINE = "boto3 get_object, fresh process (baseline)"
-"""Seconds: the issue's target for one lookup."""
+CACHE_OFF = {"MREG_NO_CACHE": "1"}
+HEADER = ["command", "record cache", "wall s", "x baseline", "x cache off", "CPU s", "peak RSS MB", "S3 requests"]
 
 
 @dataclass(frozen=True)
 class Case:
-    """One command measured: a label, its argv, and a check of its stdout."""
+    """One command measured: a label, its argv, a check of its stdout, and what it adds to the environment
+    (`cached`: it runs with the record cache on, filled by one unmeasured run first)."""
 
     label: str
     argv: list[str]
     check: Callable[[str], bool]
+    cached: bool | None = None
+    """None: mreg is not involved; False: the cache is off; True: it holds the record."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return CACHE_OFF if self.cached is False else {}
+
+    @property
+    def cache(self) -> str:
+        return {None: "-", False: "off", True: "holds it"}[self.cached]
 
 
 @dataclass
 class Timings:
     walls: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
     requests: list[list[str]] = field(default_factory=list)
 
@@ -134,8 +153,16 @@ def version_of(expected: int) -> Callable[[str], bool]:
     return check
 
 
+def pins_of(expected: int) -> Callable[[str], bool]:
+    def check(stdout: str) -> bool:
+        return stdout.startswith(f"# {NAME}:{expected}, serve image ") and "serve-package-0==3.0.0" in stdout
+
+    return check
+
+
 def cases(versions: int, alias_version: int, probe_version: int) -> list[Case]:
-    mreg = [str(BIN / "mreg"), "--registry", f"s3://{BUCKET}/{PREFIX}", "show"]
+    registry = f"s3://{BUCKET}/{PREFIX}"
+    mreg = [str(BIN / "mreg"), "--registry", registry]
     key = f"{PREFIX}/models/{NAME}/versions/{probe_version:010d}.json"
     read = f".get_object(Bucket='{BUCKET}', Key='{key}')['Body'].read()"
     boto3 = f"import os, boto3; boto3.client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']){read}"
@@ -143,27 +170,42 @@ def cases(versions: int, alias_version: int, probe_version: int) -> list[Case]:
         "import os, botocore.session; botocore.session.get_session()"
         f".create_client('s3', endpoint_url=os.environ['AWS_ENDPOINT_URL']){read}"
     )
+    api = f"from mreg import Registry; print(Registry.open({registry!r}).get('{NAME}:{probe_version}').to_json())"
+    probe = f"{NAME}:{probe_version}"
+    found = []
+    for cached in (False, True):
+        found += [
+            Case(f"mreg show {NAME}@{ALIAS} --json", [*mreg, "show", f"{NAME}@{ALIAS}", "--json"],
+                 version_of(alias_version), cached),
+            Case(f"mreg show {probe} --json", [*mreg, "show", probe, "--json"], version_of(probe_version), cached),
+            Case(f"mreg show {NAME} --json (latest)", [*mreg, "show", NAME, "--json"], version_of(versions), cached),
+            Case(f"mreg deps {probe}", [*mreg, "deps", probe], pins_of(probe_version), cached),
+            Case(f"Registry.get('{probe}'), fresh process", [sys.executable, "-c", api],
+                 version_of(probe_version), cached),
+        ]  # fmt: skip
     return [
         Case("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"], lambda out: True),
         Case(BASELINE, [sys.executable, "-c", boto3], lambda out: True),
         Case("botocore get_object, fresh process (no boto3)", [sys.executable, "-c", botocore], lambda out: True),
-        Case(f"mreg show {NAME}@{ALIAS} --json", [*mreg, f"{NAME}@{ALIAS}", "--json"], version_of(alias_version)),
-        Case(f"mreg show {NAME}:{probe_version} --json", [*mreg, f"{NAME}:{probe_version}", "--json"],
-             version_of(probe_version)),
-        Case(f"mreg show {NAME} --json (latest)", [*mreg, NAME, "--json"], version_of(versions)),
-    ]  # fmt: skip
+        *found,
+    ]
 
 
 def measure(all_cases: list[Case], runs: int, server: MotoServer, env: dict[str, str], workdir: Path) -> list[Timings]:
-    """Every case once per round, `runs` rounds (interleaved, so that drift hits all cases alike)."""
+    """Every case once per round, `runs` rounds (interleaved, so that drift hits all cases alike), after one
+    unmeasured run of each case that uses the cache (which fills it)."""
+    for case in all_cases:
+        if case.cached:
+            checked(run_measured(case.argv, env, workdir), f"{case.label} (filling the cache)")
     timings = [Timings() for _ in all_cases]
     for _ in range(runs):
         for case, timing in zip(all_cases, timings, strict=True):
             offset = server.log_offset()
-            result: Measured = checked(run_measured(case.argv, env, workdir), case.label)
+            result: Measured = checked(run_measured(case.argv, {**env, **case.env}, workdir), case.label)
             if not case.check(result.stdout):
                 raise SystemExit(f"{case.label} printed an unexpected result:\n{result.stdout[:2000]}")
             timing.walls.append(result.wall)
+            timing.cpu.append(result.cpu)
             if result.max_rss:  # 0: the process ended before the first sample
                 timing.rss.append(result.max_rss / 1e6)
             timing.requests.append(server.requests_since(offset))
@@ -172,36 +214,46 @@ def measure(all_cases: list[Case], runs: int, server: MotoServer, env: dict[str,
 
 def report(all_cases: list[Case], timings: list[Timings], versions: int, runs: int) -> str:
     baseline = next(Stats.of(t.walls).median for c, t in zip(all_cases, timings, strict=True) if c.label == BASELINE)
+    off = {c.label: Stats.of(t.walls).median for c, t in zip(all_cases, timings, strict=True) if c.cached is False}
     rows = []
     for case, timing in zip(all_cases, timings, strict=True):
         wall = Stats.of(timing.walls)
         requests = Counter(len(found) for found in timing.requests).most_common(1)[0][0]
-        rows.append([case.label, wall.show("{:.3f}"), f"{wall.median / baseline:.2f}",
-                     Stats.of(timing.rss).show("{:.0f}") if timing.rss else "-", str(requests)])  # fmt: skip
+        uncached = f"{wall.median / off[case.label]:.2f}" if case.cached else "-"
+        rows.append([case.label, case.cache, wall.show("{:.3f}"), f"{wall.median / baseline:.2f}", uncached,
+                     f"{Stats.of(timing.cpu).median:.3f}", Stats.of(timing.rss).show("{:.0f}") if timing.rss else "-",
+                     str(requests)])  # fmt: skip
     lines = [
         f"lookups in a registry of {versions} versions of {NAME} on moto's S3 server (loopback), {runs} runs each",
         f"machine: {machine()}",
-        f"source: {source_state()}",
-        "wall time of the whole process, median (min-max); ratio to the boto3 baseline's median",
+        f"source: {source_state()}; imported from {Path(mreg.__file__).parent}",
+        "wall time of the whole process, median (min-max); ratios to the boto3 baseline's median and to the same",
+        "command's with the cache off; the process's CPU time (user + system), median",
         "",
-        table(["command", "wall s", "x baseline", "peak RSS MB", "S3 requests"], rows),
+        table(HEADER, rows),
         "",
-        f"target: under {TARGET} s per lookup",
-        "",
-        "S3 requests of one run of each command:",
+        f"targets: under {TARGET} s per lookup (issue #3); under {REPEAT_TARGET} s per repeated lookup (issue #18):",
     ]
     for case, timing in zip(all_cases, timings, strict=True):
-        lines.append(f"  {case.label}: " + (", ".join(timing.requests[-1]) or "none"))
+        if case.cached:
+            wall = Stats.of(timing.walls)
+            verdict = "met" if wall.median < REPEAT_TARGET else "missed"
+            lines.append(f"  {case.label}, repeated: {verdict} in the median, {wall.high:.3f} s at most")
+    lines += ["", "S3 requests of one run of each command:"]
+    for case, timing in zip(all_cases, timings, strict=True):
+        lines.append(f"  {case.label} (cache {case.cache}): " + (", ".join(timing.requests[-1]) or "none"))
     return "\n".join(lines)
 
 
-def phases(ref: str, runs: int, env: dict[str, str], workdir: Path) -> str:
-    """Where one lookup's time goes (bench/lookup_phases.py, `runs` fresh processes), and warm lookups."""
+def phases(ref: str, runs: int, env: dict[str, str], workdir: Path, *, cached: bool) -> str:
+    """Where one lookup's time goes (bench/lookup_phases.py, `runs` fresh processes), and warm lookups: with the
+    record read from S3 (the cache off), or from the record cache."""
     driver = [sys.executable, str(REPO / "bench" / "lookup_phases.py"), f"s3://{BUCKET}/{PREFIX}", ref, "--warm", "20"]
+    driver += ["--cached"] if cached else []
     steps: dict[str, list[float]] = {}
     warm: list[float] = []
     for _ in range(runs):
-        result = checked(run_measured(driver, env, workdir), "bench/lookup_phases.py")
+        result = checked(run_measured(driver, env if cached else {**env, **CACHE_OFF}, workdir), "lookup_phases.py")
         document = json.loads(result.stdout)
         for name, ms in document["steps_ms"].items():
             steps.setdefault(name, []).append(ms)
@@ -213,12 +265,14 @@ def phases(ref: str, runs: int, env: dict[str, str], workdir: Path) -> str:
         )
         warm.append(document["warm_ms"]["median"])
     rows = [[name, Stats.of(values).show("{:.0f}")] for name, values in steps.items()]
+    source = "the record cache" if cached else "S3 (cache off)"
     return "\n".join([
-        f"where `mreg show {ref}` spends its time (bench/lookup_phases.py, {runs} runs, ms, median (min-max)):",
+        f"where `mreg show {ref}` spends its time, the record read from {source} (bench/lookup_phases.py, "
+        f"{runs} runs, ms, median (min-max)):",
         "",
         table(["step", "ms"], rows),
         "",
-        f"the same lookup repeated in a warm process (Registry API): {Stats.of(warm).show('{:.1f}')} ms",
+        f"the record read again in a warm process (Registry API): {Stats.of(warm).show('{:.1f}')} ms",
     ])  # fmt: skip
 
 
@@ -240,7 +294,8 @@ def main() -> None:
     compile_mreg()
     alias_version, probe_version = args.versions // 2 + 1, max(1, args.versions // 3)
     with work_directory(args.keep) as workdir, moto_server(workdir) as server:
-        env = s3_env(server.endpoint, workdir)
+        env = {**s3_env(server.endpoint, workdir), "MREG_CACHE_DIR": str(workdir / "cache")}
+        env.pop("MREG_NO_CACHE", None)
         os.environ.update({key: value for key, value in env.items() if key.startswith("AWS_")})
         s3_client(server.endpoint).create_bucket(Bucket=BUCKET)
         started = time.perf_counter()
@@ -248,12 +303,15 @@ def main() -> None:
         print(f"wrote {args.versions} versions in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         all_cases = cases(args.versions, alias_version, probe_version)
         timings = measure(all_cases, args.runs, server, env, workdir)
-        breakdown = phases(f"{NAME}:{probe_version}", args.runs, env, workdir)
+        breakdowns = [phases(f"{NAME}:{probe_version}", args.runs, env, workdir, cached=c) for c in (False, True)]
+        cache_bytes = sum(path.stat().st_size for path in (workdir / "cache").rglob("*") if path.is_file())
     print(report(all_cases, timings, args.versions, args.runs))
-    print()
-    print(breakdown)
+    print(f"\nthe record cache after the runs: {cache_bytes} bytes")
+    for breakdown in breakdowns:
+        print()
+        print(breakdown)
     if args.json:
-        raw = {case.label: timing.__dict__ for case, timing in zip(all_cases, timings, strict=True)}
+        raw = {f"{c.label} (cache {c.cache})": t.__dict__ for c, t in zip(all_cases, timings, strict=True)}
         args.json.write_text(json.dumps({"versions": args.versions, "machine": machine(), "cases": raw}, indent=2))
 
 

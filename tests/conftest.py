@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -18,6 +19,8 @@ from hypothesis import HealthCheck, settings
 # GCE's metadata address; tests give explicit (S3) or anonymous (GCS emulator) credentials.
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 os.environ.setdefault("NO_GCE_CHECK", "True")
+# Records cached by tests and their mreg processes go to a directory of this run, not the user's cache.
+os.environ["MREG_CACHE_DIR"] = tempfile.mkdtemp(prefix="mreg-test-cache-")
 
 settings.register_profile("ci", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

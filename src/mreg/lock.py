@@ -4,6 +4,11 @@ All groups are resolved together first, so a distribution that ends up in both i
 transitive ones included; then each image's set is resolved under those pins. The lock file holds every
 distribution once, with its version, its hashes and the sets it belongs to: `base` (shared packages and
 what they need), `train` and `serve` (everything installed in that image).
+
+A relock keeps the previous pins where it can, and the sets no change reaches as they were. It answers
+from uv's cache first and asks the index only about what changed (`_Resolution.union_from_cache`): an
+index that sends no caching headers (some proxies strip them) would otherwise cost a request for every
+page and metadata file of the whole graph, one dependency level after the other.
 """
 
 from __future__ import annotations
@@ -11,16 +16,17 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import tomllib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal
 
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
@@ -45,6 +51,8 @@ _SET_GROUPS: dict[SetName, tuple[str, ...]] = {
 }
 _PIN_RE = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)")
 _HASH_RE = re.compile(r"--hash=(?P<hash>sha256:[0-9a-f]{64})")
+_REFRESH_ROUNDS = 3
+"""How often a resolution from uv's cache may fetch the pages of what moved before it gives way to an online one."""
 
 
 def _version(value: str) -> str:
@@ -167,32 +175,17 @@ def resolve(spec: Spec, indexes: PackageIndexes | None = None) -> Lock:
 
 def _resolve(spec: Spec, indexes: PackageIndexes) -> Lock:
     inputs = lock_inputs(spec)
+    previous = _previous_lock(spec)
     with tempfile.TemporaryDirectory(prefix="mreg-lock-") as scratch, ThreadPoolExecutor(len(SETS)) as pool:
-        work = Path(scratch)
-        union_file = work / "union.txt"
-
-        def resolve_set(name: SetName) -> str:
-            requirements = [r for group in _SET_GROUPS[name] for r in inputs[group]]
-            constraints = None if name == "tools" else union_file
-            # the joint resolution has just fetched every index page the image sets need (the tools' come from
-            # earlier locks): uv's cache answers offline, and the network is only asked when it cannot (no
-            # cache, or an index that forbids caching)
-            compile_set = partial(_compile, spec, work, name, requirements, constraints=constraints, indexes=indexes)
-            result = compile_set(offline=True)
-            if result.returncode != 0:
-                result = compile_set(offline=False)
-            if result.returncode != 0:
-                raise LockError(f"uv could not resolve the {name} set under the joint pins:\n{result.stderr.strip()}")
-            return result.stdout
-
-        tools = pool.submit(resolve_set, "tools")  # the build's own tools are not under the joint pins
-        union_file.write_text(_previous_pins(spec))  # uv keeps these versions where it can: a relock moves little
-        everything = [requirement for group in GROUPS for requirement in inputs[group]]
-        union = _compile(spec, work, "all", everything, constraints=None, indexes=indexes, output=union_file)
-        if union.returncode != 0:
-            raise _conflict(spec, work, inputs, union.stderr, indexes)
+        resolution = _Resolution(spec, Path(scratch), inputs, indexes)
+        # the build's own tools are not under the joint pins
+        tools = pool.submit(resolution.image_set, "tools", previous.kept("tools", spec, inputs, None))
+        if not resolution.union_from_cache(previous):
+            resolution.union_online(previous)
+        union = {name: version for name, version, _ in _parse_requirements(resolution.union_file.read_text())}
         images = [name for name in SETS if name != "tools"]
-        resolved = dict(zip(images, pool.map(resolve_set, images), strict=True))
+        kept = [previous.kept(name, spec, inputs, union) for name in images]
+        resolved = dict(zip(images, pool.map(resolution.image_set, images, kept), strict=True))
         sets = {name: tools.result() if name == "tools" else resolved[name] for name in SETS}
     return Lock(
         python=spec.python.version,
@@ -202,13 +195,167 @@ def _resolve(spec: Spec, indexes: PackageIndexes) -> Lock:
     )
 
 
-def _previous_pins(spec: Spec) -> str:
-    """The pins of the lock being replaced (stale or not), as uv preferences; empty without one."""
+class _Resolution:
+    """The uv runs of one lock: the joint resolution of every group (`union`), then each image's set under
+    its pins. The previous lock's pins are uv's preferences, so that a relock moves only what must move."""
+
+    def __init__(self, spec: Spec, work: Path, inputs: dict[str, list[str]], indexes: PackageIndexes) -> None:
+        self.spec = spec
+        self.work = work
+        self.inputs = inputs
+        self.indexes = indexes
+        self.union_file = work / "union.txt"
+
+    def union_from_cache(self, previous: _PreviousLock) -> bool:
+        """Resolve all groups from uv's cache, asking the index only about what changed; True when done.
+
+        Every distribution that keeps its previous version is one an online resolution keeps too (a
+        preference that still fits is kept), so its index page and metadata are not asked for again.
+        When the cache lacks something (a release new to it), what the requirements added since the
+        previous lock need is first fetched online (`_warm`). The distributions that moved or are new
+        then have their index pages fetched again (one request each, concurrently), and the resolution
+        is repeated until it holds no move that was not checked against the index. False without a
+        previous lock, or when the cache still cannot answer or the moves do not settle: the caller then
+        resolves online.
+        """
+        if not previous.pins:
+            return False
+        refreshed: set[str] = set()
+        warmed = False
+        for _ in range(_REFRESH_ROUNDS + 1):
+            union = self._union(previous.pins, offline=True)
+            if union.returncode != 0:
+                if warmed or not (fetched := self._warm(previous)):
+                    return False
+                warmed = True
+                refreshed.update(fetched)
+                continue
+            pins = {name: version for name, version, _ in _parse_requirements(union.stdout)}
+            stale = {
+                name: version
+                for name, version in pins.items()
+                if previous.pins.get(name) != version and name not in refreshed
+            }
+            if not stale:
+                return True
+            if not self._refresh(stale):
+                return False
+            refreshed.update(stale)
+        return False
+
+    def union_online(self, previous: _PreviousLock) -> None:
+        """Resolve all groups against the index; a failure is explained as a conflict."""
+        union = self._union(previous.pins, offline=False)
+        if union.returncode != 0:
+            raise _conflict(self.spec, self.work, self.inputs, union.stderr, self.indexes)
+
+    def image_set(self, name: SetName, kept: str | None = None) -> str:
+        """One set's pins and hashes: `kept` (the previous lock's, when a resolution would give it again),
+        else from uv's cache (the union's resolution has just read every page an image set needs; the
+        tools' come from earlier locks), else from the index."""
+        if kept is not None:
+            return kept
+        requirements = [r for group in _SET_GROUPS[name] for r in self.inputs[group]]
+        constraints = None if name == "tools" else self.union_file
+        compile_set = partial(self._compile, name, requirements, constraints=constraints)
+        result = compile_set(offline=True)
+        if result.returncode != 0:
+            result = compile_set(offline=False)
+        if result.returncode != 0:
+            raise LockError(f"uv could not resolve the {name} set under the joint pins:\n{result.stderr.strip()}")
+        return result.stdout
+
+    def _union(self, previous: dict[str, str], *, offline: bool) -> subprocess.CompletedProcess[str]:
+        self.union_file.write_text("".join(f"{name}=={version}\n" for name, version in previous.items()))
+        everything = [requirement for group in GROUPS for requirement in self.inputs[group]]
+        return self._compile("all", everything, constraints=None, output=self.union_file, offline=offline)
+
+    def _warm(self, previous: _PreviousLock) -> set[str]:
+        """Fetch online what the requirements added since the previous lock need, with its pins as
+        preferences; the distributions fetched (empty when nothing was added, or uv failed).
+
+        The distributions only the changed images held are asked for beside them, by name: uv then
+        fetches their pages and metadata all at once, rather than one dependency level after another.
+        """
+        changed = {group for group in GROUPS if self.inputs[group] != previous.inputs.get(group)}
+        added = [r for group in changed for r in self.inputs[group] if r not in previous.inputs.get(group, [])]
+        if not added:
+            return set()
+        beside = previous.only_in(changed)
+        preferences = self.work / "added.txt"
+        preferences.write_text("".join(f"{name}=={version}\n" for name, version in previous.pins.items()))
+        result = self._compile("added", [*added, *beside], constraints=None, output=preferences)
+        if result.returncode != 0:
+            return set()
+        return {name for name, _, _ in _parse_requirements(result.stdout)}
+
+    def _refresh(self, pins: dict[str, str]) -> bool:
+        """Fetch the index pages of `pins` again into uv's cache (no dependencies, so all at once)."""
+        requirements = [f"{name}=={version}" for name, version in sorted(pins.items())]
+        return self._compile("refresh", requirements, constraints=None, no_deps=True).returncode == 0
+
+    def _compile(
+        self,
+        name: str,
+        requirements: list[str],
+        *,
+        constraints: Path | None,
+        output: Path | None = None,
+        offline: bool = False,
+        no_deps: bool = False,
+    ) -> subprocess.CompletedProcess[str]:
+        return _compile(
+            self.spec,
+            self.work,
+            name,
+            requirements,
+            constraints=constraints,
+            indexes=self.indexes,
+            output=output,
+            offline=offline,
+            no_deps=no_deps,
+        )
+
+
+@dataclass(frozen=True)
+class _PreviousLock:
+    """The lock a relock replaces (stale or not); None without one, or with one mreg cannot read."""
+
+    lock: Lock | None = None
+
+    @property
+    def pins(self) -> dict[str, str]:
+        return {package.name: package.version for package in self.lock.packages} if self.lock else {}
+
+    @property
+    def inputs(self) -> dict[str, list[str]]:
+        return self.lock.inputs if self.lock else {}
+
+    def only_in(self, groups: set[str]) -> list[str]:
+        """The distributions that only sets made from (among others) one of `groups` install."""
+        touched = {name for name, members in _SET_GROUPS.items() if groups & set(members)}
+        packages = self.lock.packages if self.lock else []
+        return [package.name for package in packages if set(package.sets) <= touched]
+
+    def kept(self, name: SetName, spec: Spec, inputs: dict[str, list[str]], union: dict[str, str] | None) -> str | None:
+        """The set `name` of this lock (as requirements), when resolving it again would give it back: the
+        same Python, platform and requirements, and (for an image set) every distribution in it still at
+        its version in the `union` of all groups. Else None."""
+        lock = self.lock
+        if lock is None or (lock.python, lock.platform) != (spec.python.version, spec.python.platform):
+            return None
+        if any(lock.inputs.get(group) != inputs[group] for group in _SET_GROUPS[name]):
+            return None
+        if union is not None and any(union.get(pin) != version for pin, version in lock.pins(name).items()):
+            return None
+        return lock.requirements(name)
+
+
+def _previous_lock(spec: Spec) -> _PreviousLock:
     try:
-        data = tomllib.loads(lock_path(spec).read_text(encoding="utf-8"))
-        return "".join(f"{package['name']}=={package['version']}\n" for package in data.get("packages", []))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, TypeError, KeyError):
-        return ""
+        return _PreviousLock(_read_lock(spec))
+    except InvalidInputError:
+        return _PreviousLock()
 
 
 def write_lock(spec: Spec, lock: Lock) -> Path:
@@ -261,21 +408,27 @@ def _compile(
     indexes: PackageIndexes,
     output: Path | None = None,
     offline: bool = False,
+    no_deps: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """`uv pip compile` of `requirements`; with `output`, uv reads that file's pins as preferences, writes
-    the result there, and the result is also returned as stdout. `offline` answers from uv's cache only."""
+    the result there, and the result is also returned as stdout. `offline` answers from uv's cache only;
+    `no_deps` resolves the requirements alone (their index pages, nothing else)."""
     if not requirements:
         return subprocess.CompletedProcess([], 0, "", "")
     source = work / f"{name}.in"
     source.write_text("\n".join(requirements) + "\n")
     argv = [_uv(), "pip", "compile", str(source), "--quiet", "--no-header", "--no-annotate", "--generate-hashes"]
     argv += ["--python-version", spec.python.version, "--python-platform", spec.python.platform]
+    if f"{sys.version_info.major}.{sys.version_info.minor}" == spec.python.version:
+        argv += ["--python", sys.executable]  # spares uv its interpreter search (a pyenv shim costs 0.15 s)
     if constraints is not None:
         argv += ["--constraint", str(constraints)]
     if output is not None:
         argv += ["--output-file", str(output)]
     if offline:
         argv.append("--offline")
+    if no_deps:
+        argv.append("--no-deps")
     try:
         environment = {**os.environ, **indexes.uv_environment()}
         result = subprocess.run(argv, capture_output=True, text=True, check=False, env=environment)
@@ -322,6 +475,8 @@ def _conflict(
     spec: Spec, work: Path, inputs: dict[str, list[str]], explanation: str, indexes: PackageIndexes
 ) -> LockError:
     """Explain a failed joint resolution: which sets clash, over which distribution, from which keys."""
+    from packaging.requirements import Requirement
+
     alone: dict[str, dict[str, str] | None] = {}
     for name in ("train", "serve"):
         requirements = [r for group in _SET_GROUPS[name] for r in inputs[group]]

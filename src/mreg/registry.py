@@ -44,6 +44,7 @@ from mreg.records._annotations import (
     unyank_edit,
     yank_edit,
 )
+from mreg.records._cache import registry_cache
 from mreg.records._diff import VersionDiff, diff_records
 from mreg.records._events import Event, emit, read_events
 from mreg.records._metadata import MAX_DESCRIPTION, check_key, check_text
@@ -126,24 +127,34 @@ class Registry:
         It reads and moves aliases; registering needs the spec's object store (`from_spec`). With `trust`,
         every `get` checks signatures (see `get`)."""
         store = open_record_store(uri, root or Path.cwd(), endpoint_url=endpoint_url)
+        store.cache = registry_cache(store.where, endpoint_url=endpoint_url)
         return cls(store, storage_endpoint_url=endpoint_url, trust=trust)
 
     @classmethod
     def from_spec(cls, spec: Spec, *, trust: Trust | None = None) -> Registry:
         """The registry a spec writes to, with its object store."""
         records = open_record_store(spec.registry.uri, spec.root, endpoint_url=spec.registry.endpoint_url)
+        records.cache = registry_cache(records.where, endpoint_url=spec.registry.endpoint_url)
         objects = open_object_store(spec.storage.uri, spec.root, endpoint_url=spec.storage.endpoint_url)
         return cls(records, objects=objects, storage_endpoint_url=spec.storage.endpoint_url, trust=trust)
 
     # -- reading ---------------------------------------------------------------------------------
-    def get(self, ref: str | ModelRef, *, trusted_keys: Sequence[TrustedKey] | Path | str | None = None) -> Record:
+    def get(
+        self,
+        ref: str | ModelRef,
+        *,
+        fresh: bool = False,
+        trusted_keys: Sequence[TrustedKey] | Path | str | None = None,
+    ) -> Record:
         """The record `NAME`, `NAME:VERSION` or `NAME@ALIAS` names: for `NAME`, the latest version that is not
-        yanked; an exact version or an alias resolves whether yanked or not (see `annotations`).
+        yanked; an exact version or an alias resolves whether yanked or not (see `annotations`). A record of
+        an S3 or GCS registry is kept in a local cache by its digest (aliases and annotations never are);
+        `fresh` reads the store's own copy.
 
         With `trusted_keys` (keys, or a trusted-keys file), the record must carry a signature by one of them
         over a statement of exactly this record, else IntegrityError; without, the registry's own trust (if
         it was opened with one) applies."""
-        record = self._records.resolve(parse_model_ref(ref) if isinstance(ref, str) else ref)
+        record = self._records.resolve(parse_model_ref(ref) if isinstance(ref, str) else ref, fresh=fresh)
         trust = self._trust if trusted_keys is None else _required_trust(trusted_keys)
         if trust is not None and trust.active:
             from mreg.provenance.attestation import enforce
@@ -372,7 +383,7 @@ class Registry:
         from mreg.provenance.statement import parse_statement
 
         if not isinstance(ref, Record):
-            ref = self._records.resolve(parse_model_ref(ref) if isinstance(ref, str) else ref)
+            ref = self._records.resolve(parse_model_ref(ref) if isinstance(ref, str) else ref, fresh=True)
         record = ref
         statement = self._stored_statement(record)
         problems = statement_problems(record, parse_statement(statement))
@@ -382,6 +393,20 @@ class Registry:
                 "refusing to sign it."
             )
         return self._add_signature(record, statement, key)
+
+    def push_attestations(self, record: Record, keyid: str) -> list[str]:
+        """Push the envelope `keyid` signed of `record` to each of its pushed images' OCI registries as a
+        cosign attestation (`sha256-<digest>.att`); the attestations' references."""
+        from mreg.provenance.oci import push_attestation
+        from mreg.records._provenance import read_envelope
+
+        envelope = read_envelope(self._records, record.name, record.version, keyid)
+        pushed = [image for _, image in sorted(record.images.items()) if image.image != image.digest]
+        if not pushed:
+            raise InvalidInputError(
+                f"{record.name}:{record.version}: its images are local only; build with --push to attest them."
+            )
+        return [push_attestation(image.image, envelope) for image in pushed]
 
     def signatures(self, record: Record, trusted_keys: Sequence[TrustedKey] = ()) -> SignatureStatus:
         """What the signatures stored beside `record` prove, checked against `trusted_keys` now (without keys:
@@ -499,7 +524,7 @@ class Registry:
     def _all_records(self, name: str) -> list[Record]:
         latest = self._records.latest_version(name)
         with ThreadPoolExecutor(max_workers=16) as pool:
-            return list(pool.map(lambda version: self._records.get(name, version), range(1, latest + 1)))
+            return list(pool.map(lambda version: self._records.get(name, version, fresh=True), range(1, latest + 1)))
 
     def _referenced_objects(self, record: Record) -> set[str]:
         """The objects of this registry's object store that a record needs: its model object and the content

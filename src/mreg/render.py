@@ -25,6 +25,8 @@ from mreg.spec import GROUPS, STAGES, Spec
 
 TEMPLATE_NAME = "Dockerfile.j2"
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
+BYTECODE_SCRIPT = "mreg/bytecode.py"
+"""The build context's copy of templates/bytecode.py, which the BuildKit install steps run."""
 APP_DIR = "/app"
 IGNORED_NAMES = frozenset({"__pycache__", ".git", ".mreg", ".venv"})
 
@@ -91,6 +93,8 @@ def render(spec: Spec, lock: Lock, *, buildkit: bool = True, index_secrets: Coll
     secret is absent, so builds without a private index mount none.
     """
     generated = {f"requirements/{name}.txt": lock.requirements(name) for name in SETS if lock.requirements(name)}
+    if buildkit:
+        generated[BYTECODE_SCRIPT] = (BUILTIN_TEMPLATES / "bytecode.py").read_text(encoding="utf-8")
     files: dict[str, Path] = {}
     copies: dict[str, list[tuple[str, str]]] = {}
     for stage in STAGES:
@@ -126,6 +130,7 @@ def template_variables(
         "requirements": _requirement_files(lock),
         # serve containers start often: their Python files are compiled at build time; train's are not
         "compile_bytecode": ["base", "serve"],
+        "bytecode_script": BYTECODE_SCRIPT,  # BuildKit only: compiles what earlier builds have not (cached)
         "index_secrets": [
             (secret, uv_variable) for secret, (_, uv_variable) in sorted(SECRETS.items()) if secret in index_secrets
         ],

@@ -3,7 +3,10 @@ catches a changed model object, an edited record, a re-pushed tag and a deleted 
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -35,7 +38,9 @@ def test_verify_catches_every_kind_of_tampering(tmp_path: Path, registry: str, b
     stores = f'[storage]\nuri = "s3://{bucket}/objects"\n[registry]\nuri = "s3://{bucket}/registry"\n'
     project = tiny_project(tmp_path / "project", repository=f"{registry}/verified", extra=stores)
     (project / "keys").mkdir()
-    private, _ = write_key(project / "keys", "ci")
+    private, public = write_key(project / "keys", "ci")
+    (tmp_path / "home").mkdir()
+    cosign_env = {**os.environ, "HOME": str(tmp_path / "home")}
     built = mreg_json("build", "--push", cwd=project)
     s3 = boto3.client("s3")
 
@@ -65,6 +70,21 @@ def test_verify_catches_every_kind_of_tampering(tmp_path: Path, registry: str, b
     pypi = {c["name"]: c["version"] for c in sbom["components"] if c.get("purl", "").startswith("pkg:pypi/")}
     recorded = intact["packages"]["shared"] + intact["packages"]["serve"]  # type: ignore[index]
     assert {f"{name}=={version}" for name, version in pypi.items()} == set(recorded)
+
+    # the same signature pushed beside both images as cosign attestations, which cosign accepts offline
+    attested = mreg("sign", "tiny:1", "--attest-images", cwd=project, env={"MREG_SIGNING_KEY": str(private)})
+    assert "already signed" in attested.stderr
+    assert attested.stderr.count("pushed the attestation") == 2
+    cosign = shutil.which("cosign")
+    assert cosign is not None, "cosign is not installed (apt-get install -y -t trixie cosign)"
+    for stage in ("train", "serve"):
+        argv = [cosign, "verify-attestation", "--key", str(public), "--insecure-ignore-tlog=true"]
+        argv += ["--type", "slsaprovenance1", built[stage]["image"]]
+        checked = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120, env=cosign_env)
+        assert checked.returncode == 0, checked.stderr
+        statement = json.loads(base64.b64decode(json.loads(checked.stdout.splitlines()[0])["payload"]))
+        record_subject = {"name": "record", "digest": {"sha256": str(intact["digest"]).removeprefix("sha256:")}}
+        assert record_subject in statement["subject"]
 
     # a changed model object
     changed = register(b"model to be changed")

@@ -11,10 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from mreg.errors import LockError
+from mreg.errors import InvalidInputError, LockError
 from mreg.indexes import PackageIndexes
-from mreg.lock import SetName, _conflict, _mentions, _merge, _parse_requirements, lock_inputs, resolve
+from mreg.lock import (
+    SetName,
+    _conflict,
+    _mentions,
+    _merge,
+    _parse_requirements,
+    _previous_lock,
+    _PreviousLock,
+    _Resolution,
+    lock_inputs,
+    lock_path,
+    read_lock,
+    resolve,
+    write_lock,
+)
 from mreg.spec import Spec, load_spec
+from tests.support import make_lock
 
 # What uv 0.13.9 printed for `uv pip compile` of joblib==1.3.2, pandas==2.1.4 and NumPy>=2 against PyPI
 # (--python-version 3.11 --python-platform x86_64-manylinux_2_36), captured once by hand.
@@ -47,6 +62,11 @@ WHEELS: list[tuple[str, str, tuple[str, ...]]] = [
         ),
     ),
     ("uv", "0.13.9", ()),
+    # a web framework whose next release moves the router it pins
+    ("starlette", "0.36.3", ()),
+    ("starlette", "0.37.2", ()),
+    ("fastapi", "0.109.0", ("starlette<0.37,>=0.36.3",)),
+    ("fastapi", "0.110.1", ("starlette<0.38,>=0.37.2",)),
 ]
 
 
@@ -286,3 +306,91 @@ def test_a_conflict_within_one_image_names_that_image(tmp_path: Path, local_inde
 )
 def test_mentions_matches_every_spelling_of_a_whole_name(text: str, distribution: str, mentioned: bool) -> None:
     assert _mentions(text, distribution) is mentioned
+
+
+# -- relocking -------------------------------------------------------------------------------------
+
+FRAMEWORK = {"shared": ["scikit-learn==1.3.2"], "train": ["pandas==2.1.4"], "serve": ["fastapi==0.109.0"]}
+BUMPED = {**FRAMEWORK, "serve": ["fastapi==0.110.1"]}
+
+
+def test_a_one_pin_relock_moves_only_what_must_move_as_a_full_resolution_does(
+    local_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = make_spec(tmp_path, **FRAMEWORK)
+    first = resolve(spec)
+    write_lock(spec, first)
+    bumped = make_spec(tmp_path, **BUMPED)
+    relocked = resolve(bumped)
+    assert relocked.pins("serve") == {**first.pins("serve"), "fastapi": "0.110.1", "starlette": "0.37.2"}
+    assert relocked.pins("train") == first.pins("train")
+    assert relocked.pins("base") == first.pins("base")
+    # the same lock as uv resolving every group and set again, with the same previous pins
+    monkeypatch.setattr(_Resolution, "union_from_cache", lambda self, previous: False)
+    monkeypatch.setattr(_PreviousLock, "kept", lambda self, name, spec, inputs, union: None)
+    assert resolve(bumped) == relocked
+
+
+def test_the_sets_a_change_leaves_alone_keep_their_entries(local_index: Path, tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, **FRAMEWORK)
+    path = write_lock(spec, resolve(spec))
+    forged = "sha256:" + "0" * 64  # proof that pandas' entry is the previous lock's, not uv's again
+    text = path.read_text()
+    start = text.index('name = "pandas"')
+    path.write_text(text[:start] + re.sub(r"sha256:[0-9a-f]{64}", forged, text[start:], count=1))
+    relocked = resolve(make_spec(tmp_path, **BUMPED))
+    entries = {package.name: package for package in relocked.packages}
+    assert entries["pandas"].hashes == [forged]
+    assert entries["fastapi"].hashes == [digest_of(local_index / "fastapi-0.110.1-py3-none-any.whl")]
+
+
+def test_a_set_is_kept_only_when_resolving_it_again_would_give_it_back(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, **FRAMEWORK)
+    lock = make_lock(spec, LOCKED_SETS)
+    previous = _PreviousLock(lock)
+    union = {package.name: package.version for package in lock.packages}
+    inputs = lock_inputs(spec)
+    assert previous.kept("train", spec, inputs, union) == lock.requirements("train")
+    assert previous.kept("tools", spec, inputs, None) == lock.requirements("tools")
+    assert previous.kept("train", spec, inputs, {**union, "numpy": "2.1.0"}) is None  # a member moved
+    assert previous.kept("serve", spec, inputs, {**union, "pandas": "2.2.0"}) is not None  # not a member
+    bumped = make_spec(tmp_path, **BUMPED)
+    assert previous.kept("serve", bumped, lock_inputs(bumped), union) is None  # its requirements changed
+    assert previous.kept("train", bumped, lock_inputs(bumped), union) == lock.requirements("train")
+    other_python = load_spec_text(tmp_path, '[model]\nname = "m"\n[python]\nversion = "3.12"\n')
+    assert previous.kept("tools", other_python, lock_inputs(other_python), None) is None
+    assert _PreviousLock(None).kept("train", spec, inputs, union) is None
+
+
+def test_the_distributions_only_changed_images_hold(tmp_path: Path) -> None:
+    previous = _PreviousLock(make_lock(make_spec(tmp_path, **FRAMEWORK), LOCKED_SETS))
+    assert previous.only_in({"serve"}) == ["fastapi", "starlette"]
+    assert previous.only_in({"train"}) == ["pandas"]
+    assert previous.only_in({"shared"}) == ["fastapi", "numpy", "pandas", "scikit-learn", "starlette"]
+    assert _PreviousLock(None).only_in({"serve"}) == []
+
+
+@pytest.mark.parametrize("text", ["", "version = 1\n[[packages]\n", 'version = 2\npython = "3.11"\n'])
+def test_a_lock_mreg_cannot_read_gives_a_relock_nothing_to_keep(tmp_path: Path, text: str) -> None:
+    spec = make_spec(tmp_path, **FRAMEWORK)
+    lock_path(spec).write_text(text)
+    with pytest.raises(InvalidInputError):
+        read_lock(spec)
+    assert _previous_lock(spec) == _PreviousLock(None)
+
+
+LOCKED_SETS = {
+    "base": {"numpy": "1.26.4", "scikit-learn": "1.3.2"},
+    "train": {"numpy": "1.26.4", "scikit-learn": "1.3.2", "pandas": "2.1.4"},
+    "serve": {"numpy": "1.26.4", "scikit-learn": "1.3.2", "fastapi": "0.109.0", "starlette": "0.36.3"},
+    "tools": {"uv": "0.13.9"},
+}
+
+
+def digest_of(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_spec_text(directory: Path, text: str) -> Spec:
+    (directory / "other.toml").write_text(text)
+    return load_spec(directory / "other.toml")

@@ -61,6 +61,15 @@ def signing_key_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def attest_images_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--attest-images`: push the signature to the images' registries as cosign attestations."""
+    return click.option(
+        "--attest-images",
+        is_flag=True,
+        help="Push the signed statement to each pushed image's registry as a cosign attestation.",
+    )(command)
+
+
 def trust_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--trusted-keys FILE` (MREG_TRUSTED_KEYS) and `--require-signature` (MREG_REQUIRE_SIGNATURE)."""
     command = click.option(

@@ -15,6 +15,7 @@ from mreg.cli._app import (
     STAGE_CHOICES,
     Phase,
     Report,
+    attest_images_option,
     cli,
     engine_options,
     github_output_option,
@@ -177,6 +178,7 @@ def build(
 )
 @click.option("--run-url", help="The training run's page (default: the GitHub Actions run, when there is one).")
 @signing_key_option
+@attest_images_option
 @click.option(
     "--model-signature",
     is_flag=True,
@@ -196,6 +198,7 @@ def register(
     datasets: tuple[str, ...],
     run_url: str | None,
     signing_key: Path | None,
+    attest_images: bool,
     model_signature: bool,
     github_output: bool | None,
     engine_name: str,
@@ -216,9 +219,13 @@ def register(
     """
     from mreg import _github, _provenance, pipeline
     from mreg.engine import open_engine
+    from mreg.errors import InvalidInputError
+    from mreg.registry import Registry
 
     metadata = _metadata(metrics_file, metric_pairs, param_pairs, datasets, run_url)
     key = _provenance.signing_key(signing_key)  # a bad key or passphrase stops here, before any upload
+    if attest_images and key is None:
+        raise InvalidInputError("--attest-images needs a signing key (--signing-key FILE or MREG_SIGNING_KEY).")
     bundle = _provenance.model_bundle(model_path, signing_key) if model_signature else None
     spec = spec_of(ctx)
     with transfer_progress(_size_of(model_path)) as on_progress:
@@ -234,6 +241,9 @@ def register(
         )
     if key is not None:
         say(f"signed {record.name}:{record.version} with the key {key.keyid}")
+        if attest_images:
+            for attestation in Registry.from_spec(spec).push_attestations(record, key.keyid):
+                say(f"pushed the attestation {attestation}")
     _github.publish_record(record, requested=github_output)
     if as_json:
         click.echo(record.to_json())

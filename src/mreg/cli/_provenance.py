@@ -6,15 +6,16 @@ from pathlib import Path
 
 import click
 
-from mreg.cli._app import cli, registry_of, say, signing_key_option
+from mreg.cli._app import attest_images_option, cli, registry_of, say, signing_key_option
 from mreg.cli._ecosystem import complete_model_ref
 
 
 @cli.command()
 @click.argument("model_ref", metavar="NAME[:VERSION|@ALIAS]", shell_complete=complete_model_ref)
 @signing_key_option
+@attest_images_option
 @click.pass_context
-def sign(ctx: click.Context, model_ref: str, signing_key: Path | None) -> None:
+def sign(ctx: click.Context, model_ref: str, signing_key: Path | None, attest_images: bool) -> None:
     """Sign a version's provenance statement with another key.
 
     For a second party (a reviewer, a release manager) or a version registered without a key. The statement
@@ -34,6 +35,9 @@ def sign(ctx: click.Context, model_ref: str, signing_key: Path | None) -> None:
         say(f"signed {where} with the key {key.keyid}")
     else:
         say(f"{where} was already signed with the key {key.keyid}; nothing changed")
+    if attest_images:  # again, too: pushing the same attestation changes nothing
+        for attestation in registry.push_attestations(record, key.keyid):
+            say(f"pushed the attestation {attestation}")
 
 
 @cli.command()

@@ -226,7 +226,7 @@ def verify(
 
     trust = trust_of(ctx, trusted_keys, require_signature)
     registry = registry_of(ctx, checked=False)  # the signature is one of the checks here, not a refusal
-    record = registry.get(model_ref)
+    record = registry.get(model_ref, fresh=True)  # the store's own copy: that is what is verified
     warn_if_yanked(registry.annotations(record))
     checks = registry.verify(
         record,

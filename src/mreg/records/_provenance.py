@@ -78,6 +78,20 @@ def put_envelope(store: RecordStore, name: str, version: int, keyid: str, envelo
     return store._create_document(_signatures(name, version, keyid), data)
 
 
+def read_envelope(store: RecordStore, name: str, version: int, keyid: str) -> dict[str, Any]:
+    """The envelope `keyid` stored beside `name:version`, parsed (unverified)."""
+    data, _ = store._read_document(_signatures(name, version, keyid))
+    if data is None:
+        raise NotFoundError(f"{name}:{version} has no signature by the key {keyid} in {store.where}.")
+    try:
+        envelope = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{store.where}: the signature {keyid} of {name}:{version} is not JSON.") from exc
+    if not isinstance(envelope, dict):
+        raise IntegrityError(f"{store.where}: the signature {keyid} of {name}:{version} is not a DSSE envelope.")
+    return envelope
+
+
 def read_envelopes(store: RecordStore, name: str, version: int) -> list[dict[str, Any]]:
     """Every envelope stored beside `name:version`, parsed; a document that is not a JSON object is refused."""
     envelopes = []

@@ -33,6 +33,7 @@ from mreg.records.model import (
 )
 
 if TYPE_CHECKING:
+    from mreg.records._cache import RecordCache
     from mreg.records._filter import Filter, Order, VersionRow
 
 MAX_ATTEMPTS = 10_000
@@ -56,6 +57,8 @@ class RecordStore(ABC):
 
     where: str
     """The store's URI, for messages."""
+    cache: RecordCache | None = None
+    """Where records read from this store are kept locally, to be read from there again (None: nowhere)."""
 
     # -- what a backend provides ---------------------------------------------------------------
     @abstractmethod
@@ -135,26 +138,39 @@ class RecordStore(ABC):
             candidate += 1
         raise StorageError(f"could not allocate a version of {name} in {self.where} after {MAX_ATTEMPTS} attempts.")
 
-    def get(self, name: str, version: int | None = None) -> Record:
-        """A version of `name` (the latest when `version` is None)."""
+    def get(self, name: str, version: int | None = None, *, fresh: bool = False) -> Record:
+        """A version of `name` (the latest when `version` is None, as the store says now). The record is
+        taken from `cache` when it holds it, and kept there once read; `fresh` reads the store's own copy and
+        leaves the cache alone."""
         check_name(name)
         if version is None:
             version = self.latest_version(name)
             if version == 0:
                 raise NotFoundError(f"model {name} has no versions in {self.where}.")
+        cache = None if fresh else self.cache
+        cached = cache.get(name, version) if cache is not None else None
+        if cached is not None:
+            return cached
         data = self._read(name, version)
         if data is None:
             raise NotFoundError(f"model {name} has no version {version} in {self.where}.")
-        return decode_record(data, f"{self.where} {name}:{version}")
+        record = decode_record(data, f"{self.where} {name}:{version}")
+        if cache is not None:
+            cache.put(name, version, record)
+        return record
 
-    def resolve(self, ref: ModelRef) -> Record:
-        """The record `ref` names: by version, by alias (two reads), or the latest that is not yanked."""
+    def resolve(self, ref: ModelRef, *, fresh: bool = False) -> Record:
+        """The record `ref` names: by version, by alias (two reads), or the latest that is not yanked. Which
+        version an alias or the name alone means is always read from the store; the record itself comes from
+        `cache` when it holds it, unless `fresh` (see `get`)."""
         if ref.alias is None:
-            return self.get(ref.name, ref.version) if ref.version else self.latest_usable(ref.name)
+            if ref.version:
+                return self.get(ref.name, ref.version, fresh=fresh)
+            return self.latest_usable(ref.name, fresh=fresh)
         alias = self.alias(ref.name, ref.alias)
         if alias.version is None:
             raise NotFoundError(f"alias {ref} was deleted (see `mreg alias {ref.name} --history {ref.alias}`).")
-        return self.get(ref.name, alias.version)
+        return self.get(ref.name, alias.version, fresh=fresh)
 
     def versions(self, name: str, *, limit: int = 20, before: int | None = None) -> list[Record]:
         """Up to `limit` records of `name`, newest first, older than version `before` when given.
@@ -222,14 +238,14 @@ class RecordStore(ABC):
         """Change the annotations of `name:version` with `edit`; the annotations before and after."""
         return _annotations.annotate(self, check_name(name), version, edit)
 
-    def latest_usable(self, name: str) -> Record:
-        """The newest version of `name` that is not yanked."""
+    def latest_usable(self, name: str, *, fresh: bool = False) -> Record:
+        """The newest version of `name` that is not yanked (its record from `cache` unless `fresh`)."""
         version = self.latest_version(check_name(name))
         if version == 0:
             raise NotFoundError(f"model {name} has no versions in {self.where}.")
         with ThreadPoolExecutor(max_workers=1) as pool:
             while version >= 1:
-                record = pool.submit(self.get, name, version)  # read meanwhile: it is rarely yanked
+                record = pool.submit(self.get, name, version, fresh=fresh)  # read meanwhile: it is rarely yanked
                 if self.annotations(name, version).yanked is None:
                     return record.result()
                 version -= 1

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from mreg.errors import InvalidInputError, MregError, NotFoundError
 from mreg.ui import pages
+from mreg.ui.listing import Query
 from mreg.ui.pages import Page, Renderer
 
 if TYPE_CHECKING:
@@ -45,16 +46,21 @@ def create_app(registry: Registry, *, engine: Callable[[], Engine] | None = None
     open_engine = engine or _default_engine
 
     def html(page: Page) -> Response:
-        return HTMLResponse(renderer.render(page))
+        return HTMLResponse(renderer.render(page), status_code=page.status)
 
     def models(request: Request) -> Response:
         return html(pages.models_page(registry))
 
     def versions(request: Request) -> Response:
-        return html(pages.versions_page(registry, request.path_params["name"]))
+        """`?filter=...&order=...`, paged by `before=` (newest first) or `after=` (in the order)."""
+        query = Query.from_params(request.query_params)
+        return html(pages.versions_page(registry, request.path_params["name"], query))
 
     def older(request: Request) -> Response:
-        return html(pages.versions_page(registry, request.path_params["name"], before=request.path_params["before"]))
+        """The static export's URL of a page of the plain listing, served too."""
+        name, before = request.path_params["name"], request.path_params["before"]
+        query = Query.from_params({"before": str(before)})
+        return html(pages.versions_page(registry, name, query, here=f"/models/{name}/before/{before}/"))
 
     def version(request: Request) -> Response:
         return html(pages.version_page(registry, request.path_params["name"], request.path_params["version"]))

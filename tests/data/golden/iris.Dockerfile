@@ -16,7 +16,10 @@ RUN python3 -c 'import sys; v = "%d.%d" % sys.version_info[:2]; sys.exit(0 if v 
 RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     --mount=type=bind,source=requirements/base.txt,target=/tmp/mreg-requirements.txt \
-    uv pip sync --require-hashes --compile-bytecode --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
+    --mount=type=cache,id=mreg-bytecode-cache,target=/root/.cache/mreg-bytecode \
+    --mount=type=bind,source=mreg/bytecode.py,target=/tmp/mreg-bytecode.py \
+    uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt \
+    && "$VIRTUAL_ENV/bin/python" -I /tmp/mreg-bytecode.py /root/.cache/mreg-bytecode
 WORKDIR /app
 
 FROM base AS train
@@ -44,7 +47,10 @@ RUN --mount=type=cache,id=mreg-apt-cache,target=/var/cache/apt,sharing=locked \
 RUN --mount=type=cache,id=mreg-uv-cache,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     --mount=type=bind,source=requirements/serve.txt,target=/tmp/mreg-requirements.txt \
-    uv pip sync --require-hashes --compile-bytecode --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt
+    --mount=type=cache,id=mreg-bytecode-cache,target=/root/.cache/mreg-bytecode \
+    --mount=type=bind,source=mreg/bytecode.py,target=/tmp/mreg-bytecode.py \
+    uv pip sync --require-hashes --python "$VIRTUAL_ENV/bin/python" /tmp/mreg-requirements.txt \
+    && "$VIRTUAL_ENV/bin/python" -I /tmp/mreg-bytecode.py /root/.cache/mreg-bytecode
 COPY ["stages/serve/serve.py", "/app/serve.py"]
 CMD ["python", "serve.py"]
 LABEL "io.mreg.model"="iris-rf" \
