@@ -25,8 +25,8 @@ def ui(ctx: click.Context, host: str, port: int, export_dir: Path | None) -> Non
 
     Models and where their aliases point, versions (filtered and ordered as `mreg list` does, with their
     metrics charted), each version, diffs, alias histories and verify, at http://127.0.0.1:8765/ by default
-    (needs `mreg[ui]`); nothing on it changes the registry. `mreg ui --export site/` writes the plain
-    listing and every page it links to as static files (no filters, no verify).
+    (needs `mreg[ui]`); nothing on it changes the registry. `--export DIR` writes the plain listing and
+    every page it links to as static files (no filters, no verify). Example: `mreg ui --export site/`.
     """
     registry = registry_of(ctx)
     if export_dir is not None:
