@@ -114,6 +114,11 @@ class Registry:
         self._trust = trust
 
     @property
+    def trusted_keys(self) -> tuple[TrustedKey, ...]:
+        """The keys this registry's reads trust (none when it was opened without a trust)."""
+        return self._trust.keys if self._trust is not None else ()
+
+    @property
     def where(self) -> str:
         """The record store's URI, for messages."""
         return self._records.where

@@ -370,3 +370,26 @@ def test_pull_asks_for_a_bundle_the_version_does_not_have(project: Path, tmp_pat
     assert result.returncode == 3
     assert "iris-rf:1 has no model-signing bundle (register it with --model-signature)" in result.stderr
     assert list(destination.iterdir()) == []
+
+
+def test_the_ui_shows_who_signed_a_version(project: Path, keys: dict[str, tuple[Path, Path]]) -> None:
+    from mreg.ui.pages import version_page
+
+    register(project, keys["ci"][0])
+    spec = load_spec(project / "registry.toml")
+    unchecked = version_page(Registry.from_spec(spec), "iris-rf", 1)
+    assert unchecked.context["signature"].signed
+    assert not unchecked.context["checked"]
+    trust = Trust(tuple(load_trusted_keys(keys["ci"][1])), required=True)
+    checked = version_page(Registry.from_spec(spec, trust=trust), "iris-rf", 1)
+    assert checked.context["signature"].signed_by == ("ci.pub#1",)
+    from starlette.testclient import TestClient
+
+    from mreg.ui.app import create_app
+
+    with TestClient(create_app(Registry.from_spec(spec, trust=trust))) as client:
+        page = client.get("/models/iris-rf/versions/1/").text
+    assert "signed by ci.pub#1 (a trusted key; the statement names exactly this record)" in page
+    with TestClient(create_app(Registry.from_spec(spec))) as client:
+        page = client.get("/models/iris-rf/versions/1/").text
+    assert "not checked: no trusted keys are configured" in page

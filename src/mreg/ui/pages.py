@@ -131,6 +131,8 @@ def version_page(registry: Registry, name: str, version: int) -> Page:
         "history": list(reversed(annotations.history)),
         "images": {stage: _image_packages(record, stage) for stage in IMAGE_STAGES},
         "where": registry.where,
+        "signature": registry.signatures(record, registry.trusted_keys),
+        "checked": bool(registry.trusted_keys),
     }
     return Page(f"/models/{name}/versions/{version}/", "version.html.j2", f"{name}:{version}", context)
 
