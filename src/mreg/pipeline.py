@@ -16,21 +16,17 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mreg._fileio import incoming
 from mreg._inventory import inventory_stage
-from mreg._provenance import image_sboms, register_predicate
 from mreg.engine import BuiltImage, Engine
 from mreg.errors import InvalidInputError, MregError, SkewError, StorageError
-from mreg.guards.onnx import check_serve_runtime, find_onnx
 from mreg.guards.skew import ImageEnvironment, check_environments, inspect_image, read_inventory
 from mreg.indexes import PackageIndexes
 from mreg.lock import LockMode, ensure_lock, load_lock
 from mreg.records import GitInfo, Record
 from mreg.records._metadata import Metadata
 from mreg.records.model import ServingContract
-from mreg.registry import Registry, actor
 from mreg.render import BuildContext, render
 from mreg.spec import STAGES, Spec, Stage
 from mreg.storage import Progress
-from mreg.storage._tree import scan_tree
 
 if TYPE_CHECKING:
     from mreg.provenance._keys import SigningKey
@@ -220,6 +216,11 @@ def register(
     directory's ONNX file with its external data) is first opened by the serve image's onnxruntime (`engine`
     is only opened for that). `metadata` (metrics, params, datasets, run URL) goes into the record.
     """
+    from mreg._provenance import image_sboms, register_predicate
+    from mreg.guards.onnx import check_serve_runtime, find_onnx
+    from mreg.registry import Registry, actor
+    from mreg.storage._tree import scan_tree
+
     started_on = datetime.now(UTC)
     built = load_build_result(spec, build_result)
     if model_path.is_symlink() or not (model_path.is_file() or model_path.is_dir()):
