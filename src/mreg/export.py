@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from mreg.records import Record
-from mreg.spec import Stage
+if TYPE_CHECKING:  # annotations only: `mreg deps` on a cached record imports no more than it must
+    from mreg.records import Record
+    from mreg.spec import Stage
 
 Format = Literal["requirements", "python-env", "conda"]
 FORMATS: tuple[Format, ...] = ("requirements", "python-env", "conda")
