@@ -104,6 +104,7 @@ def build(
         for stage in refs:
             if not images[stage].in_registry:
                 images[stage] = engine.push(images[stage].ref, on_line=on_line)
+    same = saved is not None and saved.context_sha256 == context.digest() and not fresh
     result = BuildResult(
         spec_sha256=spec.digest(),
         context_sha256=context.digest(),
@@ -111,6 +112,8 @@ def build(
         index_secrets=tuple(sorted(indexes.urls)),
         images=images,
         environments=environments,
+        # for the provenance statement: the base image the engine holds (asked again only after a build)
+        base_image_digest=(saved and same and saved.base_image_digest) or engine.local_image_id(spec.python.image),
     )
     return _save_build_result(spec, result)
 

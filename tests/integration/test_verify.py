@@ -85,6 +85,9 @@ def test_verify_catches_every_kind_of_tampering(tmp_path: Path, registry: str, b
         statement = json.loads(base64.b64decode(json.loads(checked.stdout.splitlines()[0])["payload"]))
         record_subject = {"name": "record", "digest": {"sha256": str(intact["digest"]).removeprefix("sha256:")}}
         assert record_subject in statement["subject"]
+        base = statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]
+        assert base["name"] == "base-image"
+        assert base["digest"]["sha256"]  # the local base image's ID, recorded by the build
 
     # a changed model object
     changed = register(b"model to be changed")
