@@ -39,6 +39,7 @@ from mreg.provenance.oci import OCI_MANIFEST, push_attestation
 from mreg.provenance.statement import PAYLOAD_TYPE, build_statement
 from tests.support import free_port, wait_http
 from tests.support.keys import write_key
+from tests.support.registries import htpasswd_registry
 
 pytestmark = pytest.mark.docker
 
@@ -228,38 +229,24 @@ def _refusals(registry: str, image: str, envelope: dict[str, Any], docker_config
 
 
 @pytest.fixture
-def htpasswd_registry(docker_engine: None, tmp_path: Path) -> Iterator[str]:
+def basic_registry(docker_engine: None, tmp_path: Path) -> Iterator[str]:
     """registry:2 with htpasswd (Basic) authentication on 127.0.0.1; yields `127.0.0.1:PORT`."""
-    from testcontainers.core.container import DockerContainer
-
     auth = tmp_path / "auth"
     auth.mkdir()
-    (auth / "htpasswd").write_text(HTPASSWD)
-    port = free_port()
-    container = (
-        DockerContainer("registry:2")
-        .with_env("REGISTRY_HTTP_ADDR", f"127.0.0.1:{port}")
-        .with_env("REGISTRY_AUTH", "htpasswd")
-        .with_env("REGISTRY_AUTH_HTPASSWD_REALM", "mreg-cosign")
-        .with_env("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd")
-        .with_volume_mapping(str(auth), "/auth", "ro")
-        .with_kwargs(network_mode="host")
-    )
-    with container:
-        assert wait_http(f"http://127.0.0.1:{port}/v2/", timeout=30).status_code == 401
-        yield f"127.0.0.1:{port}"
+    with htpasswd_registry(HTPASSWD, auth, realm="mreg-cosign") as address:
+        yield address
 
 
 def test_a_basic_auth_registry_gets_dockers_stored_credentials_and_no_error_shows_them(
-    htpasswd_registry: str, cosign: str, docker_config: Path, tmp_path: Path
+    basic_registry: str, cosign: str, docker_config: Path, tmp_path: Path
 ) -> None:
-    _login(htpasswd_registry, tmp_path)
-    image = pushed_image(htpasswd_registry, "private", tmp_path)
+    _login(basic_registry, tmp_path)
+    image = pushed_image(basic_registry, "private", tmp_path)
     private, public = write_key(tmp_path, "alice")
     envelope = envelope_for(image, private)
     push_attestation(image, envelope)
     assert verified(cosign, image, public, tmp_path) == [envelope]
-    _refusals(htpasswd_registry, image, envelope, docker_config, tmp_path)
+    _refusals(basic_registry, image, envelope, docker_config, tmp_path)
 
 
 class TokenService:

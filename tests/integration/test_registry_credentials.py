@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port, mreg, wait_http
+from tests.support import mreg
 from tests.support.projects import tiny_project
+from tests.support.registries import htpasswd_registry
 
 pytestmark = pytest.mark.docker
 
@@ -25,23 +26,8 @@ HTPASSWD = f"{USER}:$2b$12$VY7qkDwtpyErsTqu.kIgbeTj2Zkkd0lBjmCNgvHuy8H7bT7K0WdCK
 @pytest.fixture(scope="module")
 def private_registry(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """registry:2 with htpasswd authentication on 127.0.0.1; yields `127.0.0.1:PORT`."""
-    from testcontainers.core.container import DockerContainer
-
-    auth = tmp_path_factory.mktemp("auth")
-    (auth / "htpasswd").write_text(HTPASSWD)
-    port = free_port()
-    container = (
-        DockerContainer("registry:2")
-        .with_env("REGISTRY_HTTP_ADDR", f"127.0.0.1:{port}")
-        .with_env("REGISTRY_AUTH", "htpasswd")
-        .with_env("REGISTRY_AUTH_HTPASSWD_REALM", "mreg-test")
-        .with_env("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd")
-        .with_volume_mapping(str(auth), "/auth", "ro")
-        .with_kwargs(network_mode="host")
-    )
-    with container:
-        assert wait_http(f"http://127.0.0.1:{port}/v2/", timeout=30).status_code == 401
-        yield f"127.0.0.1:{port}"
+    with htpasswd_registry(HTPASSWD, tmp_path_factory.mktemp("auth"), realm="mreg-test") as address:
+        yield address
 
 
 def test_a_push_uses_dockers_credential_store_and_shows_the_password_nowhere(

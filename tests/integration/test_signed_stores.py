@@ -20,7 +20,7 @@ from mreg.records import Record, open_record_store
 from mreg.registry import Registry
 from mreg.storage import open_object_store
 from tests.support import make_record, raw
-from tests.support.keys import write_key
+from tests.support.keys import ed25519_key, write_key
 
 NAME = "iris-rf"
 SIGNERS, TWICE = 4, 2
@@ -73,7 +73,7 @@ def _sign(root: str, key_file: str, results: multiprocessing.Queue[bool]) -> Non
 def keys(tmp_path: Path) -> list[tuple[Path, Path]]:
     directory = tmp_path / "keys"
     directory.mkdir()
-    return [write_key(directory, f"signer{number}", ed=number % 2 == 1) for number in range(SIGNERS)]
+    return [write_key(directory, f"signer{number}", ed25519_key() if number % 2 else None) for number in range(SIGNERS)]
 
 
 def test_signers_racing_in_processes_each_sign_once(

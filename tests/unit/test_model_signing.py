@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from mreg.errors import IntegrityError, InvalidInputError
 from mreg.provenance.openssf import sign_model, verify_model
+from tests.support.keys import write_key
 
 if not os.environ.get("CI"):  # under CI the extra is installed: a missing library fails instead of skipping
     pytest.importorskip("model_signing")
@@ -46,26 +45,13 @@ class Keys:
     ed25519_pub: Path
 
 
-def _write_key(directory: Path, name: str, key: PrivateKeyTypes, passphrase: str | None = None) -> tuple[Path, Path]:
-    encryption = (
-        serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else serialization.NoEncryption()
-    )
-    private = directory / f"{name}.pem"
-    public = directory / f"{name}.pub"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return private, public
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     directory = tmp_path_factory.mktemp("keys")
-    p256, p256_pub = _write_key(directory, "ci", ec.generate_private_key(ec.SECP256R1()))
-    _, other_pub = _write_key(directory, "other", ec.generate_private_key(ec.SECP256R1()))
-    p384, p384_pub = _write_key(directory, "release", ec.generate_private_key(ec.SECP384R1()), PASSPHRASE)
-    ed, ed_pub = _write_key(directory, "ed", ed25519.Ed25519PrivateKey.generate())
+    p256, p256_pub = write_key(directory, "ci", ec.generate_private_key(ec.SECP256R1()))
+    _, other_pub = write_key(directory, "other", ec.generate_private_key(ec.SECP256R1()))
+    p384, p384_pub = write_key(directory, "release", ec.generate_private_key(ec.SECP384R1()), password=PASSPHRASE)
+    ed, ed_pub = write_key(directory, "ed", ed25519.Ed25519PrivateKey.generate())
     return Keys(p256, p256_pub, other_pub, p384, p384_pub, ed, ed_pub)
 
 

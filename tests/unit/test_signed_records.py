@@ -25,7 +25,7 @@ from mreg.records import Record
 from mreg.registry import Check, Registry
 from mreg.spec import load_spec
 from tests.support import DIGESTS, REPO, copy_example, mreg, mreg_in_process, save_build
-from tests.support.keys import write_key
+from tests.support.keys import ed25519_key, write_key
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -46,7 +46,7 @@ def project(tmp_path: Path) -> Path:
 def keys(tmp_path: Path) -> dict[str, tuple[Path, Path]]:
     directory = tmp_path / "keys"
     directory.mkdir()
-    return {"ci": write_key(directory, "ci"), "other": write_key(directory, "other", ed=True)}
+    return {"ci": write_key(directory, "ci"), "other": write_key(directory, "other", ed25519_key())}
 
 
 def register(project: Path, key: Path | None = None) -> Record:
