@@ -393,3 +393,26 @@ def test_the_ui_shows_who_signed_a_version(project: Path, keys: dict[str, tuple[
     with TestClient(create_app(Registry.from_spec(spec))) as client:
         page = client.get("/models/iris-rf/versions/1/").text
     assert "not checked: no trusted keys are configured" in page
+
+
+@pytest.mark.parametrize("value", ["1", "true", "yes", "on"])
+def test_the_require_signature_variable_reads_as_clicks_flags_do(
+    project: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    register(project)
+    monkeypatch.setenv("MREG_REQUIRE_SIGNATURE", value)
+    code, _, err = mreg_in_process("deps", "iris-rf:1", cwd=project, monkeypatch=monkeypatch)
+    assert code == InvalidInputError.exit_code
+    assert "a signature is required" in err
+
+
+def test_a_require_signature_variable_that_is_no_boolean_is_refused(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(project)
+    monkeypatch.setenv("MREG_REQUIRE_SIGNATURE", "maybe")
+    code, _, err = mreg_in_process("deps", "iris-rf:1", cwd=project, monkeypatch=monkeypatch)
+    assert (code, err) == (
+        2,
+        "error: MREG_REQUIRE_SIGNATURE='maybe' is not a boolean (1 or 0, true or false, yes or no).\n",
+    )

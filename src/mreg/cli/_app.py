@@ -141,9 +141,14 @@ def cli(ctx: click.Context, spec_path: Path, registry_uri: str | None, quiet: bo
 
 
 def spec_of(ctx: click.Context) -> Spec:
+    """The spec --spec names, read once per command."""
     from mreg.spec import load_spec
 
-    return load_spec(ctx.find_root().obj.spec_path)
+    root = ctx.find_root()
+    if "mreg.spec" not in root.meta:
+        root.meta["mreg.spec"] = load_spec(root.obj.spec_path)
+    spec: Spec = root.meta["mreg.spec"]
+    return spec
 
 
 def registry_of(ctx: click.Context, *, checked: bool = True) -> Registry:
@@ -151,38 +156,43 @@ def registry_of(ctx: click.Context, *, checked: bool = True) -> Registry:
     `checked`, its reads check signatures as MREG_TRUSTED_KEYS, MREG_REQUIRE_SIGNATURE and the spec say."""
     from mreg.registry import Registry
 
+    trust = trust_of(ctx) if checked else None
     registry_uri = ctx.find_root().obj.registry_uri
-    spec = None if registry_uri else spec_of(ctx)
-    trust = _trust(spec) if checked else None
-    if spec is None:
+    if registry_uri:
         return Registry.open(registry_uri, trust=trust)
-    return Registry.from_spec(spec, trust=trust)
+    return Registry.from_spec(spec_of(ctx), trust=trust)
 
 
 def trust_of(ctx: click.Context, keys: Path | None = None, required: bool = False) -> Trust | None:
     """Which keys to trust: `keys`, else MREG_TRUSTED_KEYS, else the spec's registry.trusted_keys (when the
     registry is the spec's); a signature is required with `required`, MREG_REQUIRE_SIGNATURE or the spec's
     registry.require_signature. None when nothing asks for signatures."""
-    return _trust(None if ctx.find_root().obj.registry_uri else spec_of(ctx), keys, required)
-
-
-def _trust(spec: Spec | None, keys: Path | None = None, required: bool = False) -> Trust | None:
+    spec = None if ctx.find_root().obj.registry_uri else spec_of(ctx)
     named = os.environ.get("MREG_TRUSTED_KEYS")
     if keys is None and named:
         keys = Path(named)
     if keys is None and spec is not None and spec.registry.trusted_keys:
         keys = spec.resolve_path(spec.registry.trusted_keys)
-    required = (
-        required
-        or os.environ.get("MREG_REQUIRE_SIGNATURE", "").lower() in {"1", "true", "yes"}
-        or (spec is not None and spec.registry.require_signature)
-    )
+    required = required or _env_flag("MREG_REQUIRE_SIGNATURE") or (spec is not None and spec.registry.require_signature)
     if keys is None and not required:
         return None
     from mreg.provenance._keys import load_trusted_keys
     from mreg.provenance.attestation import Trust
 
     return Trust(tuple(load_trusted_keys(keys)) if keys else (), required=required)
+
+
+def _env_flag(name: str) -> bool:
+    """A boolean environment variable, read as click reads a flag's (1/0, true/false, yes/no, on/off)."""
+    from mreg.errors import InvalidInputError
+
+    value = os.environ.get(name)
+    if not value:
+        return False
+    try:
+        return bool(click.BOOL.convert(value, None, None))
+    except click.BadParameter as exc:
+        raise InvalidInputError(f"{name}={value!r} is not a boolean (1 or 0, true or false, yes or no).") from exc
 
 
 def say(message: str) -> None:
