@@ -27,11 +27,9 @@ PASSWORD_ENV = "MREG_SIGNING_KEY_PASSWORD"  # noqa: S105 (the variable's name, n
 def signing_key(path: Path | None) -> SigningKey | None:
     """The key to sign with: `path`, else MREG_SIGNING_KEY (none when neither is set), decrypted with
     MREG_SIGNING_KEY_PASSWORD. The passphrase is only ever read from the environment."""
+    path = _key_path(path)
     if path is None:
-        named = os.environ.get(SIGNING_KEY_ENV)
-        if not named:
-            return None
-        path = Path(named)
+        return None
     from mreg.provenance._keys import load_signing_key
 
     return load_signing_key(path, os.environ.get(PASSWORD_ENV) or None)
@@ -40,12 +38,18 @@ def signing_key(path: Path | None) -> SigningKey | None:
 def model_bundle(model_path: Path, key_path: Path | None) -> bytes:
     """The OpenSSF model-signing bundle of the model at `model_path`, signed with the key `key_path` (else
     MREG_SIGNING_KEY) and MREG_SIGNING_KEY_PASSWORD."""
-    named = key_path or (Path(os.environ[SIGNING_KEY_ENV]) if os.environ.get(SIGNING_KEY_ENV) else None)
+    named = _key_path(key_path)
     if named is None:
         raise InvalidInputError("--model-signature needs a signing key (--signing-key FILE or MREG_SIGNING_KEY).")
     from mreg.provenance.openssf import sign_model
 
     return sign_model(model_path, named, os.environ.get(PASSWORD_ENV) or None)
+
+
+def _key_path(path: Path | None) -> Path | None:
+    """`path`, else the file MREG_SIGNING_KEY names (None when neither is set)."""
+    named = os.environ.get(SIGNING_KEY_ENV)
+    return path or (Path(named) if named else None)
 
 
 def image_sboms(spec: Spec, built: BuildResult, lock: Lock) -> dict[str, bytes]:

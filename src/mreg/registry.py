@@ -430,18 +430,22 @@ class Registry:
 
     def sbom(self, ref: str | ModelRef | Record, stage: str) -> bytes:
         """The CycloneDX SBOM of a version's `stage` image, checked against the digest its statement names
-        (the signed statement when the registry checks signatures)."""
-        from mreg.provenance.attestation import sbom_digests
+        (the signed statement, refused as `get` refuses, when the registry checks signatures)."""
+        from mreg.provenance.attestation import enforce, sbom_digests
         from mreg.records._provenance import read_sbom
 
-        record = ref if isinstance(ref, Record) else self.get(ref)
+        if not isinstance(ref, Record):
+            ref = self._records.resolve(parse_model_ref(ref) if isinstance(ref, str) else ref)
+        record = ref
         where = f"{record.name}:{record.version}"
         if stage not in record.images:
             raise InvalidInputError(f"{where} has no {stage} image.")
-        statement = self.statement(record)
-        if self._trust is not None and self._trust.active:
-            statement = self.signatures(record, self._trust.keys).statement or statement
-        digest = sbom_digests(statement, [stage]).get(stage)
+        trusted = None
+        if self._trust is not None and self._trust.active:  # one read of the signatures: checked, then used
+            status = self.signatures(record, self._trust.keys)
+            enforce(record, status, self._trust)
+            trusted = status.statement
+        digest = sbom_digests(trusted or self.statement(record), [stage]).get(stage)
         if digest is None:
             raise NotFoundError(f"{where}: its statement names no SBOM of the {stage} image.")
         return read_sbom(self._records, record.name, digest, where)

@@ -50,5 +50,4 @@ def sbom(ctx: click.Context, model_ref: str, stage: str) -> None:
     Checked against the digest its statement names (the signed one, with trusted keys). Example:
     `mreg sbom iris-rf@production --stage serve > sbom.json`.
     """
-    registry = registry_of(ctx)
-    click.echo(registry.sbom(registry.get(model_ref), stage).decode(), nl=False)
+    click.echo(registry_of(ctx).sbom(model_ref, stage).decode(), nl=False)

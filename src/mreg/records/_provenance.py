@@ -83,13 +83,7 @@ def read_envelope(store: RecordStore, name: str, version: int, keyid: str) -> di
     data, _ = store._read_document(_signatures(name, version, keyid))
     if data is None:
         raise NotFoundError(f"{name}:{version} has no signature by the key {keyid} in {store.where}.")
-    try:
-        envelope = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise IntegrityError(f"{store.where}: the signature {keyid} of {name}:{version} is not JSON.") from exc
-    if not isinstance(envelope, dict):
-        raise IntegrityError(f"{store.where}: the signature {keyid} of {name}:{version} is not a DSSE envelope.")
-    return envelope
+    return _envelope(store, name, version, keyid, data)
 
 
 def read_envelopes(store: RecordStore, name: str, version: int) -> list[dict[str, Any]]:
@@ -97,16 +91,19 @@ def read_envelopes(store: RecordStore, name: str, version: int) -> list[dict[str
     envelopes = []
     for keyid in store._list_documents(_signatures(name, version)):
         data, _ = store._read_document(_signatures(name, version, keyid))
-        if data is None:  # removed meanwhile
-            continue
-        try:
-            envelope = json.loads(data) if len(data) <= MAX_ENVELOPE_BYTES else None
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            envelope = None
-        if not isinstance(envelope, dict):
-            raise IntegrityError(f"{store.where}: the signature {keyid} of {name}:{version} is not a DSSE envelope.")
-        envelopes.append(envelope)
+        if data is not None:  # else removed meanwhile
+            envelopes.append(_envelope(store, name, version, keyid, data))
     return envelopes
+
+
+def _envelope(store: RecordStore, name: str, version: int, keyid: str, data: bytes) -> dict[str, Any]:
+    try:
+        envelope = json.loads(data) if len(data) <= MAX_ENVELOPE_BYTES else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        envelope = None
+    if not isinstance(envelope, dict):
+        raise IntegrityError(f"{store.where}: the signature {keyid} of {name}:{version} is not a DSSE envelope.")
+    return envelope
 
 
 def put_model_bundle(store: RecordStore, name: str, version: int, bundle: bytes) -> None:
