@@ -142,6 +142,7 @@ def stored(client: Any, prefix: str) -> tuple[int, int]:
 def upload_with_mreg(root: Path, env: dict[str, str], workdir: Path, args: argparse.Namespace) -> Measured:
     driver: list[str | Path] = [sys.executable, REPO / "bench" / "upload_driver.py", "--tree", STORE, root]
     driver += ["--workers", str(args.workers)] if args.workers else []
+    driver += ["--large-workers", str(args.large_workers)] if args.large_workers else []
     driver += ["--concurrency", str(args.concurrency)] if args.concurrency else []
     return checked(run_measured(driver, env, workdir), "the mreg upload driver")
 
@@ -287,8 +288,9 @@ def report(layout: Sequence[TreeFile], mreg: Runs, awscli: Runs, saved: dict[str
         f"{min(sizes['small']) / 1024:.0f}-{max(sizes['small']) / 1024:.0f} KiB, nested directories",
         f"machine: {machine()}",
         f"source: {source_state()}",
-        f"mreg: {driver['workers']} files at once, each in {driver['part_size'] // MiB} MiB parts, "
-        f"{driver['concurrency']} in flight; awscli: `aws s3 sync`, default settings; median (min-max):",
+        f"mreg: {driver['workers']} files of one part at once beside {driver['large_workers']} larger ones, each "
+        f"in {driver['part_size'] // MiB} MiB parts, {driver['concurrency']} in flight; awscli: `aws s3 sync`, "
+        "default settings; median (min-max):",
         "",
         table(["uploader", "wall s", "MB/s", "peak RSS MB", "client CPU s", "server CPU s", "requests"], rows),
         "",
@@ -318,7 +320,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--size", type=parse_size, default=FULL_SIZE, help="tree size (default 2GiB)")
     parser.add_argument("--runs", type=int, default=3, help="runs of each uploader (default 3)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 128MiB, 2 runs")
-    parser.add_argument("--workers", type=int, help="mreg's files at once (default: put_tree's)")
+    parser.add_argument("--workers", type=int, help="mreg's files of one part at once (default: put_tree's)")
+    parser.add_argument("--large-workers", type=int, help="mreg's larger files at once (default: put_tree's)")
     parser.add_argument("--concurrency", type=int, help="mreg's parts in flight per file (default: the store's)")
     parser.add_argument("--json", type=Path, help="also write the raw measurements to this file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory (server log, tree)")

@@ -96,7 +96,8 @@ def upload_tree(store: S3ObjectStore, root: Path, times: RequestTimes) -> dict[s
         "uploaded": stored.uploaded,
         "scan_seconds": scanned,
         "seconds": time.perf_counter() - times.origin,
-        "workers": directories.UPLOAD_WORKERS,
+        "workers": directories.WORKERS,
+        "large_workers": directories.LARGE_WORKERS,
         "files": files.calls,
     }
 
@@ -108,7 +109,8 @@ def main() -> None:
     parser.add_argument("--tree", action="store_true", help="upload a directory model (scan_tree, put_tree)")
     parser.add_argument("--part-size", type=int, help="part size in MiB (default: the store's)")
     parser.add_argument("--concurrency", type=int, help="parts in flight per file (default: the store's)")
-    parser.add_argument("--workers", type=int, help="files uploaded at once with --tree (default: put_tree's)")
+    parser.add_argument("--workers", type=int, help="files of one part uploaded at once (default: put_tree's)")
+    parser.add_argument("--large-workers", type=int, help="larger files uploaded at once (default: put_tree's)")
     args = parser.parse_args()
 
     store = open_object_store(args.store, Path.cwd())
@@ -118,7 +120,9 @@ def main() -> None:
     if args.concurrency:
         store.concurrency = args.concurrency
     if args.workers:
-        directories.UPLOAD_WORKERS = args.workers
+        directories.WORKERS = args.workers
+    if args.large_workers:
+        directories.LARGE_WORKERS = args.large_workers
     times = RequestTimes()
     store.client.meta.events.register("before-call.s3", times.before)
     store.client.meta.events.register("after-call.s3", times.after)

@@ -53,6 +53,9 @@ S3Location = BucketLocation
 class S3Resource:
     """Something kept under an S3 location, with a client made on first use (boto3's chain)."""
 
+    signed_payloads = True
+    """Whether the client signs request bodies (see `make_client`)."""
+
     def __init__(self, location: S3Location, *, endpoint_url: str | None = None) -> None:
         self.location = location
         self.endpoint_url = endpoint_url
@@ -64,7 +67,7 @@ class S3Resource:
         if self._client is None:
             with _CLIENT_LOCK:
                 if self._client is None:
-                    self._client = make_client(self.endpoint_url)
+                    self._client = make_client(self.endpoint_url, signed_payloads=self.signed_payloads)
         return self._client
 
 
@@ -87,9 +90,12 @@ def object_location(uri: str) -> tuple[str, str]:
     return location.bucket, location.prefix
 
 
-def make_client(endpoint_url: str | None = None) -> S3Client:
+def make_client(endpoint_url: str | None = None, *, signed_payloads: bool = True) -> S3Client:
     """An S3 client from boto3's configuration chain (botocore's, without boto3's own import cost);
-    `endpoint_url` overrides AWS_ENDPOINT_URL."""
+    `endpoint_url` overrides AWS_ENDPOINT_URL. Without `signed_payloads`, request bodies are sent as
+    UNSIGNED-PAYLOAD even over plain HTTP (botocore does so over HTTPS when a checksum header is sent): for
+    callers whose every body carries a signed `x-amz-checksum-sha256`, which the server checks the body
+    against, so that hashing it again for the signature adds nothing."""
     import botocore.session
     from botocore.config import Config
 
@@ -105,6 +111,7 @@ def make_client(endpoint_url: str | None = None) -> S3Client:
         connect_timeout=5,
         read_timeout=60,
         tcp_keepalive=True,
+        s3=None if signed_payloads else {"payload_signing_enabled": False},
     )
     session = botocore.session.get_session()
     session.register_component("data_loader", service_loader(session.get_config_variable("data_path")))

@@ -523,11 +523,9 @@ class Registry:
         objects = self._require_objects()
         kept = {_normal(uri) for uri in referenced}
         unreferenced = [found for found in listed if _normal(found.uri) not in kept]
-        deleted = [found for found in unreferenced if found.modified < cutoff]
-        if not dry_run:
-            for found in deleted:
-                objects.delete(found.uri)
-        young = [found for found in unreferenced if found.modified >= cutoff]
+        old = [found for found in unreferenced if found.modified < cutoff]
+        deleted = old if dry_run else [found for found in old if objects.delete(found.uri, unless_newer_than=cutoff)]
+        young = [found for found in unreferenced if found not in deleted]
         return GcReport(dry_run, deleted, young, len(listed) - len(unreferenced), purged)
 
     def _all_records(self, name: str) -> list[Record]:

@@ -7,7 +7,7 @@ Cloud Storage (`gs://`), chosen by `open_object_store` from the URI's scheme.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,18 +65,37 @@ class ObjectStore(Protocol):
     def find(self, sha256: str, size: int) -> str | None:
         """The URI of an object holding `size` bytes that hash to `sha256`, or None (for deduplication)."""
 
+    def reuse(self, sha256: str, size: int) -> str | None:
+        """`find`, for bytes about to be recorded again: what keeps them findable is marked as just written, so
+        that a `gc` running meanwhile, whose grace period counts from then, keeps them (`put_file` does the same
+        when it finds the bytes stored already)."""
+
     def read_into(self, uri: str, sink: BinaryIO, on_progress: Progress | None = None) -> tuple[str, int]:
         """Stream the object at `uri` into `sink`; return the SHA-256 and size of what was read."""
 
+    def present(self, sha256s: Collection[str], *, max_requests: int) -> set[str] | None:
+        """Which of `sha256s` have a content address in the store, told from one listing of the addresses if
+        that takes at most `max_requests` requests; None when it would take more (or the store has no cheaper
+        answer than `find`). An address listed may name bytes that are gone: `reuse` still checks."""
+
     def list_objects(self) -> list[ListedObject]:
-        """Every object the store keeps (model bytes, content addresses, unfinished temporary files)."""
+        """Everything the store keeps (model bytes, content addresses, unfinished temporary files), one entry
+        per thing `delete` removes: a content address that names a blob of its own is listed once, for both,
+        with its blob's size added and the later of their modification times."""
 
     def references(self, uri: str, sha256: str) -> list[str]:
-        """The objects that keep the bytes at `uri` (hashing to `sha256`) stored and findable in this store:
-        the object itself, and its content address where that is an object of its own."""
+        """The listed objects that keep the bytes at `uri` (hashing to `sha256`) stored and findable in this
+        store: the object itself, and its content address where that is an object of its own."""
 
-    def delete(self, uri: str) -> None:
-        """Remove an object of this store (nothing happens when it is gone already)."""
+    def delete(self, uri: str, *, unless_newer_than: datetime | None = None) -> bool:
+        """Remove a listed object of this store (a content address together with the blob it names); True
+        once it is gone (also when it was gone already).
+
+        With `unless_newer_than`, the object's modification time is read again right before it is removed,
+        and it stays (False) when it was written or reused (`reuse`) at or after that time; the removal is
+        conditional on the version just read where the store supports that, so a reuse that lands in between
+        keeps it too (each backend documents what it guarantees).
+        """
 
 
 def hash_stream(source: BinaryIO, sink: BinaryIO | None = None, on_progress: Progress | None = None) -> tuple[str, int]:
@@ -93,7 +112,7 @@ def hash_stream(source: BinaryIO, sink: BinaryIO | None = None, on_progress: Pro
 
 
 @contextmanager
-def discarded_unless_kept(delete: Callable[[], None]) -> Iterator[Callable[[bool], None]]:
+def discarded_unless_kept(delete: Callable[[], object]) -> Iterator[Callable[[bool], None]]:
     """Run `delete` (which raises mreg's errors) when the block fails, is interrupted, or ends without
     `keep(True)`: an upload's blob goes when the upload fails or turns out to be a duplicate. A failure to
     clean up after a failure never hides why the block failed."""

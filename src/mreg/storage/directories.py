@@ -9,10 +9,11 @@ size and SHA-256, in a staging directory that becomes the destination with one r
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -22,9 +23,15 @@ from mreg.errors import IntegrityError, MregError, NotFoundError
 from mreg.storage import ObjectStore, Progress, StoredObject
 from mreg.storage._tree import ManifestFile, TreeManifest, parse_manifest, publish_tree, scan_tree
 
-UPLOAD_WORKERS = 4
-"""Files uploaded at once (each large one sends its parts concurrently too)."""
-MAX_MANIFEST = 64 * 1024 * 1024
+MiB = 1024 * 1024
+WORKERS = 8
+"""Files of up to `LARGE_FILE` bytes uploaded (or looked up) at once: each is a few small requests, so they
+wait on round trips, and each is read whole into memory at most."""
+LARGE_FILE = 8 * MiB
+LARGE_WORKERS = 2
+"""Larger files uploaded at once, beside the small ones: each sends its parts concurrently already, holding
+several in memory (8 MiB each, 8 in flight on S3)."""
+MAX_MANIFEST = 64 * MiB
 
 
 @dataclass(frozen=True)
@@ -45,15 +52,21 @@ def put_tree(
     """Store every file of `root` that the store does not hold yet, then its manifest.
 
     The tree is refused before anything is sent when it holds a link, a special file, an unreadable entry,
-    names that differ only by case or are not NFC, or no file at all. A failure leaves no manifest behind;
-    file objects already sent are unreferenced and left for `gc`.
+    names that differ only by case or are not NFC, or no file at all. Files found in the store are reused
+    (`ObjectStore.reuse`: a `gc` running meanwhile keeps them); where the store can list its content
+    addresses in a quarter as many requests as there are files, that listing tells which files to send
+    without looking each up. A failure leaves no manifest behind; file objects already sent are unreferenced
+    and left for `gc`.
     """
     manifest = manifest or scan_tree(root)
     lock = threading.Lock()
     uploaded = [0]
+    # one listing of the store's addresses, where it is short, spares a look-up of each file not stored yet
+    present = store.present({entry.sha256 for entry in manifest.files}, max_requests=manifest.count // 4)
 
     def upload(entry: ManifestFile) -> None:
-        if store.find(entry.sha256, entry.size) is None:
+        new = present is not None and entry.sha256 not in present
+        if new or store.reuse(entry.sha256, entry.size) is None:
             stored = store.put_file(root / entry.path, on_progress=on_progress)
             if stored.sha256 != entry.sha256:
                 raise IntegrityError(f"{root / entry.path} changed while it was being registered.")
@@ -62,7 +75,9 @@ def put_tree(
         elif on_progress is not None:
             on_progress(entry.size)
 
-    _each(upload, manifest.files)
+    small = [entry for entry in manifest.files if entry.size <= LARGE_FILE]
+    large = [entry for entry in manifest.files if entry.size > LARGE_FILE]
+    _each(upload, (small, WORKERS), (large, LARGE_WORKERS))
     with tempfile.NamedTemporaryFile(prefix="mreg-manifest-") as handle:
         write_durably(handle, manifest.to_bytes())  # type: ignore[arg-type]
         stored = store.put_file(Path(handle.name))
@@ -136,7 +151,7 @@ def verify_tree(store: ObjectStore, uri: str, sha256: str) -> list[str]:
         with lock:
             problems.append(problem)
 
-    _each(check, _distinct(manifest))
+    _each(check, (_distinct(manifest), WORKERS))
     return sorted(problems)
 
 
@@ -158,7 +173,7 @@ def _locate(store: ObjectStore, manifest: TreeManifest) -> dict[str, str]:
         with lock:
             located[entry.sha256] = found
 
-    _each(find, _distinct(manifest))
+    _each(find, (_distinct(manifest), WORKERS))
     return located
 
 
@@ -167,12 +182,16 @@ def _distinct(manifest: TreeManifest) -> list[ManifestFile]:
     return list({entry.sha256: entry for entry in manifest.files}.values())
 
 
-def _each(work: Callable[[ManifestFile], None], entries: tuple[ManifestFile, ...] | list[ManifestFile]) -> None:
-    """Run `work` on every entry, a few at a time; the first failure stops the rest and is raised."""
-    with ThreadPoolExecutor(max_workers=UPLOAD_WORKERS, thread_name_prefix="mreg-tree") as pool:
-        futures = [pool.submit(work, entry) for entry in entries]
+def _each(work: Callable[[ManifestFile], None], *lanes: tuple[list[ManifestFile], int]) -> None:
+    """Run `work` on the entries of every lane at once, each lane on its own number of threads; the first
+    failure stops the rest and is raised."""
+    with contextlib.ExitStack() as pools:
+        futures = []
+        for entries, workers in lanes:
+            pool = pools.enter_context(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mreg-tree"))
+            futures += [pool.submit(work, entry) for entry in entries]
         try:
-            for future in futures:
+            for future in as_completed(futures):
                 future.result()
         except BaseException:
             for future in futures:

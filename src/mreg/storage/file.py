@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Collection
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -10,6 +14,9 @@ from urllib.parse import unquote, urlparse
 from mreg._fileio import fsync_directory, incoming, write_durably
 from mreg.errors import IntegrityError, InvalidInputError, NotFoundError, StorageError
 from mreg.storage import ListedObject, Progress, StoredObject, fetch_verified, hash_stream
+
+GC_PREFIX = ".gc-"
+"""Names an object `gc` has moved aside to check its age (a crash can leave one; a later gc removes it)."""
 
 
 def file_sha256(path: Path) -> str:
@@ -41,14 +48,13 @@ class FileObjectStore:
                 write_durably(handle)
                 handle.close()
                 final = objects / sha256
-                if not (final.exists() and file_sha256(final) == sha256):
-                    temporary.chmod(0o444)
-                    temporary.replace(final)
-                    fsync_directory(objects)
+                if file_sha256(temporary) != sha256:
+                    raise IntegrityError(f"{temporary} does not hash to {sha256} after it was written.")
+                temporary.chmod(0o444)
+                temporary.replace(final)  # also over the same bytes: their age starts again, for gc
+                fsync_directory(objects)
         except OSError as exc:
             raise StorageError(f"cannot store {path} under {self.root}: {exc}.") from exc
-        if file_sha256(final) != sha256:
-            raise IntegrityError(f"{final} does not hash to {sha256} after it was written.")
         return StoredObject(uri=final.as_uri(), sha256=sha256, size=size)
 
     def fetch(self, uri: str, sha256: str, destination: Path, *, on_progress: Progress | None = None) -> None:
@@ -69,6 +75,22 @@ class FileObjectStore:
             return None
         except OSError as exc:
             raise StorageError(f"cannot look up {path}: {exc}.") from exc
+
+    def present(self, sha256s: Collection[str], *, max_requests: int) -> None:
+        """None: a look-up here is one `stat`, cheaper than listing the directory."""
+        return
+
+    def reuse(self, sha256: str, size: int) -> str | None:
+        found = self.find(sha256, size)
+        if found is None:
+            return None
+        try:
+            os.utime(file_uri_path(found))
+        except (FileNotFoundError, PermissionError):  # removed meanwhile, or another user's: store it anew
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot mark {found} as used: {exc}.") from exc
+        return found
 
     def read_into(self, uri: str, sink: BinaryIO, on_progress: Progress | None = None) -> tuple[str, int]:
         try:
@@ -107,14 +129,35 @@ class FileObjectStore:
     def references(self, uri: str, sha256: str) -> list[str]:
         return [uri]
 
-    def delete(self, uri: str) -> None:
+    def delete(self, uri: str, *, unless_newer_than: datetime | None = None) -> bool:
+        """With `unless_newer_than`, the object is first moved aside (one rename), then its modification time
+        is read: a `reuse` (a utime) that came first is seen then, and the object is moved back; one that comes
+        later finds it gone and stores the bytes anew. Either way nothing a register uses is lost."""
         path = file_uri_path(uri)
         if path.parent != self.root / "sha256":
             raise StorageError(f"{uri} is not an object of {self.uri}; it is not deleted.")
         try:
-            path.unlink(missing_ok=True)
+            if unless_newer_than is None:
+                path.unlink(missing_ok=True)
+                return True
+            return _delete_unless_newer(path, unless_newer_than)
         except OSError as exc:
             raise StorageError(f"cannot delete {uri}: {exc}.") from exc
+
+
+def _delete_unless_newer(path: Path, cutoff: datetime) -> bool:
+    aside = path.with_name(f"{GC_PREFIX}{uuid.uuid4().hex}")
+    try:
+        path.rename(aside)
+    except FileNotFoundError:
+        return True
+    if datetime.fromtimestamp(aside.lstat().st_mtime, UTC) < cutoff:
+        aside.unlink()
+        return True
+    with suppress(FileExistsError):  # back in place, unless the same bytes were stored anew meanwhile
+        os.link(aside, path)
+    aside.unlink()
+    return False
 
 
 def file_uri_path(uri: str) -> Path:

@@ -11,24 +11,25 @@ the last offset the service acknowledged; when the service answered with an erro
 it holds (asked first). Acknowledged bytes are never sent again, so an outage costs at most one chunk.
 
 As on S3, the bytes stay at `<prefix>/blobs/<uuid>`, and the content address `<prefix>/sha256/<hex>` is a
-small index object naming that blob, created with `ifGenerationMatch=0`. The first upload of some bytes
-claims their address; a later upload of the same bytes finds the claim, deletes its own blob and uses the
-first one. Any failure or interruption cancels the upload session and deletes the blob.
+small index object naming that blob, created with `ifGenerationMatch=0` (and rewritten or deleted with
+`ifGenerationMatch` on the generation read): `storage/_indexed.py` holds those algorithms, shared with the S3
+store. Any failure or interruption cancels the upload session and deletes the blob. (fake-gcs-server ignores
+`ifGenerationMatch` on deletes, so there a reuse that lands between `gc`'s read of an address and its delete
+is not seen; Cloud Storage honours it.)
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import uuid
+from collections.abc import Iterator
 from contextlib import suppress
-from pathlib import Path
 from typing import Any, BinaryIO
 
 from mreg._gcs import TIMEOUT, GsResource, gcs_errors, object_location, retry, status_code, translate
-from mreg.errors import IntegrityError, InvalidInputError, StorageError
-from mreg.storage import ListedObject, Progress, StoredObject, discarded_unless_kept, fetch_verified, hash_stream
+from mreg.errors import IntegrityError
+from mreg.storage import Progress, hash_stream
+from mreg.storage._indexed import IndexedStore, Listed, Stat, Tag
 
 MiB = 1024 * 1024
 SHA256_KEY = "mreg-sha256"
@@ -63,49 +64,12 @@ class _HashingReader:
         return self._sha256.hexdigest()
 
 
-class GsObjectStore(GsResource):
+class GsObjectStore(GsResource, IndexedStore):
     """Model binaries in `gs://bucket/prefix/blobs/`, found through `gs://bucket/prefix/sha256/<hex>`."""
 
     chunk_size = 8 * MiB
 
-    def put_file(self, path: Path, *, on_progress: Progress | None = None) -> StoredObject:
-        try:
-            source = path.open("rb")
-        except OSError as exc:
-            raise InvalidInputError(f"{path}: cannot be read ({exc.strerror}).") from exc
-        blob = self.location.key("blobs", uuid.uuid4().hex)
-        with source, discarded_unless_kept(lambda: self._delete(blob)) as keep:
-            size = os.fstat(source.fileno()).st_size
-            sha256 = self._upload(source, blob, size, on_progress)
-            stored = self._claim(sha256, size, blob)
-            keep(stored == blob)
-        return StoredObject(uri=self.location.uri(stored), sha256=sha256, size=size)
-
-    def fetch(self, uri: str, sha256: str, destination: Path, *, on_progress: Progress | None = None) -> None:
-        fetch_verified(destination, sha256, uri, lambda sink: self._read(uri, sink, on_progress)[0])
-
-    def digest(self, uri: str) -> tuple[str, int]:
-        return self._read(uri, None, None)
-
-    @property
-    def uri(self) -> str:
-        return self.location.uri(self.location.prefix).rstrip("/")
-
-    def find(self, sha256: str, size: int) -> str | None:
-        address = self.location.key("sha256", sha256)
-        found = self.read(address)
-        if found is None:
-            return None
-        try:
-            blob = str(json.loads(found[0])["blob"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StorageError(f"{self.location.uri(address)} is not an index mreg wrote.") from exc
-        return self.location.uri(blob) if self._holds(blob, sha256, size) else None
-
-    def read_into(self, uri: str, sink: BinaryIO, on_progress: Progress | None = None) -> tuple[str, int]:
-        return self._read(uri, sink, on_progress)
-
-    def _read(self, uri: str, sink: BinaryIO | None, on_progress: Progress | None) -> tuple[str, int]:
+    def _stream(self, uri: str, sink: BinaryIO | None, on_progress: Progress | None) -> tuple[str, int]:
         """Hash the object's bytes (copying them to `sink`), in ranged reads of one generation of it."""
         bucket, key = object_location(uri)
         try:
@@ -173,57 +137,43 @@ class GsObjectStore(GsResource):
                     retry()(transport.request)("DELETE", upload.resumable_url, timeout=TIMEOUT)
             raise
 
-    def _claim(self, sha256: str, size: int, blob: str) -> str:
-        """Make `sha256/<hex>` name `blob`, or return the blob that already holds these bytes."""
-        address = self.location.key("sha256", sha256)
-        document = json.dumps({"sha256": sha256, "size": size, "blob": blob}).encode()
-        try:
-            for _ in range(3):
-                found = self.read(address)
-                generation = 0
-                if found is not None:
-                    claimed = json.loads(found[0])
-                    if claimed.get("size") == size and self._holds(str(claimed.get("blob")), sha256, size):
-                        return str(claimed["blob"])
-                    generation = found[1]  # a claim on bytes that are gone: take it over
-                if self.write(address, document, generation=generation):
-                    return blob
-        except (ValueError, AttributeError) as exc:
-            raise StorageError(f"{self.location.uri(address)} is not an index mreg wrote.") from exc
-        raise StorageError(f"could not claim {self.location.uri(address)}: it keeps changing.")
+    # -- the primitives of IndexedStore ----------------------------------------------------------
+    def _read_document(self, key: str) -> tuple[bytes, Tag] | None:
+        return self.read(key)
 
-    def _holds(self, key: str, sha256: str, size: int) -> bool:
-        """Whether `key` is a blob of this store holding `size` bytes that mreg hashed to `sha256`."""
-        if not key.startswith(self.location.key("blobs", "")):
-            return False
-        try:
-            blob = self.client.bucket(self.location.bucket).get_blob(key, retry=retry(), timeout=TIMEOUT)
-        except gcs_errors() as exc:
-            raise translate(exc, f"look up {self.location.uri(key)}") from exc
-        return blob is not None and blob.size == size and (blob.metadata or {}).get(SHA256_KEY) == sha256
+    def _write_document(self, key: str, data: bytes, tag: Tag | None) -> bool:
+        return self.write(key, data, generation=0 if tag is None else int(tag))
 
-    def _delete(self, key: str) -> None:
+    def _stat(self, key: str) -> Stat | None:
+        blob = self._metadata(key)
+        return None if blob is None else Stat(int(blob.size or 0), blob.updated, int(blob.generation))
+
+    def _remove(self, key: str, tag: Tag | None) -> bool:
+        generation = None if tag is None else int(tag)
         try:
-            self.blob(key).delete(retry=retry(), timeout=TIMEOUT)
+            self.blob(key).delete(if_generation_match=generation, retry=retry(), timeout=TIMEOUT)
         except gcs_errors() as exc:
+            if status_code(exc) == 412:
+                return False
             if status_code(exc) != 404:
                 raise translate(exc, f"delete {self.location.uri(key)}") from exc
+        return True
 
-    def list_objects(self) -> list[ListedObject]:
-        listed = []
-        for below in (self.location.key("blobs", ""), self.location.key("sha256", "")):
-            try:
-                for blob in self.client.list_blobs(self.location.bucket, prefix=below, retry=retry(), timeout=TIMEOUT):
-                    listed.append(ListedObject(self.location.uri(blob.name), int(blob.size or 0), blob.updated))
-            except gcs_errors() as exc:
-                raise translate(exc, f"list {self.location.uri(below)}") from exc
-        return listed
+    def _holds(self, key: str, sha256: str, size: int) -> bool:
+        blob = self._metadata(key)
+        return blob is not None and blob.size == size and (blob.metadata or {}).get(SHA256_KEY) == sha256
 
-    def references(self, uri: str, sha256: str) -> list[str]:
-        return [uri, self.location.uri(self.location.key("sha256", sha256))]
+    def _metadata(self, key: str) -> Any:
+        """The `Blob` of `key` with its metadata read (None when it does not exist)."""
+        try:
+            return self.client.bucket(self.location.bucket).get_blob(key, retry=retry(), timeout=TIMEOUT)
+        except gcs_errors() as exc:
+            raise translate(exc, f"look up {self.location.uri(key)}") from exc
 
-    def delete(self, uri: str) -> None:
-        bucket, key = object_location(uri)
-        if bucket != self.location.bucket or not key.startswith(self.location.key("")):
-            raise StorageError(f"{uri} is not an object of {self.uri}; it is not deleted.")
-        self._delete(key)
+    def _pages(self, prefix: str) -> Iterator[list[Listed]]:
+        try:
+            listing = self.client.list_blobs(self.location.bucket, prefix=prefix, retry=retry(), timeout=TIMEOUT)
+            for page in listing.pages:
+                yield [Listed(blob.name, int(blob.size or 0), blob.updated) for blob in page]
+        except gcs_errors() as exc:
+            raise translate(exc, f"list {self.location.uri(prefix)}") from exc

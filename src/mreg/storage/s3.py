@@ -9,21 +9,24 @@ which must equal the one mreg computes: the object holds exactly the parts that 
 The whole-file SHA-256 is known only once the last byte is read, after the object's key had to be chosen;
 rather than copying the bytes to a key named by their hash (a second full pass, on the server), the bytes
 stay at `<prefix>/blobs/<uuid>` and the content address `<prefix>/sha256/<hex>` is a small index object
-naming that blob, created with `If-None-Match: *`. The first upload of some bytes claims their address; a
-later upload of the same bytes finds the claim, deletes its own blob and uses the first one: the same bytes
-are stored once. Any failure or interruption aborts the multipart upload and deletes the blob.
+naming that blob, created with `If-None-Match: *` (conditional writes and deletes use `If-Match` on the
+ETag); `storage/_indexed.py` holds those algorithms, shared with the GCS store. Any failure or interruption
+aborts the multipart upload and deletes the blob.
+
+`gc` (`delete` with `unless_newer_than`) reads a content address's age and ETag, then deletes it with
+`If-Match` on that ETag: a reuse in between rewrites the address (a new `used` time, so a new ETag), and both
+the address and its blob stay. Blobs themselves are never touched by a reuse (on S3 only a copy would change
+their modification time): their address stands for them.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import threading
 import time
-import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from mreg._s3 import (
@@ -37,8 +40,9 @@ from mreg._s3 import (
     through_outages,
     translate,
 )
-from mreg.errors import IntegrityError, InvalidInputError, StorageError
-from mreg.storage import ListedObject, Progress, StoredObject, discarded_unless_kept, fetch_verified, hash_stream
+from mreg.errors import IntegrityError, StorageError
+from mreg.storage import Progress, hash_stream
+from mreg.storage._indexed import IndexedStore, Listed, Stat, Tag
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000
@@ -48,89 +52,95 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
+def _md5(data: bytes) -> str:
+    """What S3 answers as the ETag of an unencrypted object written in one request."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
 def composite_checksum(part_checksums: list[str]) -> str:
     """S3's checksum of a multipart object: SHA-256 of the parts' SHA-256s, then `-<number of parts>`."""
     joined = b"".join(base64.b64decode(checksum) for checksum in part_checksums)
     return f"{_b64(hashlib.sha256(joined).digest())}-{len(part_checksums)}"
 
 
-class S3ObjectStore(S3Resource):
+class S3ObjectStore(S3Resource, IndexedStore):
     """Model binaries in `s3://bucket/prefix/blobs/`, found through `s3://bucket/prefix/sha256/<hex>`."""
 
     part_size = 8 * MiB
     concurrency = 8
+    signed_payloads = False
+    """Every object's bytes this store sends carry their SHA-256 (`ChecksumSHA256`, a signed header the server
+    checks them against); the one other body, a multipart completion's list of parts, is checked through the
+    checksum of the parts the server answers."""
 
-    @property
-    def uri(self) -> str:
-        return self.location.uri(self.location.prefix).rstrip("/")
+    def _upload(self, source: BinaryIO, key: str, size: int, on_progress: Progress | None) -> str:
+        part_size = max(self.part_size, -(-size // MAX_PARTS))
+        if size <= part_size:
+            return self._put_small(source.read(), key, on_progress)
+        return self._upload_parts(source, key, part_size, on_progress)
 
-    def put_file(self, path: Path, *, on_progress: Progress | None = None) -> StoredObject:
+    # -- the primitives of IndexedStore ----------------------------------------------------------
+    def _read_document(self, key: str) -> tuple[bytes, Tag] | None:
+        client, bucket = self.client, self.location.bucket
+
+        def read() -> tuple[bytes, Tag]:
+            answer = client.get_object(Bucket=bucket, Key=key)
+            return answer["Body"].read(), answer["ETag"]
+
         try:
-            source = path.open("rb")
-        except OSError as exc:
-            raise InvalidInputError(f"{path}: cannot be read ({exc.strerror}).") from exc
-        blob = self.location.key("blobs", uuid.uuid4().hex)
-        with source, discarded_unless_kept(lambda: self._delete(blob)) as keep:
-            size = Path(path).stat().st_size
-            part_size = max(self.part_size, -(-size // MAX_PARTS))
-            if size <= part_size:
-                sha256 = self._put_small(source.read(), blob, on_progress)
-            else:
-                sha256 = self._upload_parts(source, blob, part_size, on_progress)
-            stored = self._claim(sha256, size, blob)
-            keep(stored == blob)
-        return StoredObject(uri=self.location.uri(stored), sha256=sha256, size=size)
-
-    def fetch(self, uri: str, sha256: str, destination: Path, *, on_progress: Progress | None = None) -> None:
-        fetch_verified(destination, sha256, uri, lambda sink: self._read(uri, sink, on_progress)[0])
-
-    def digest(self, uri: str) -> tuple[str, int]:
-        return self._read(uri, None, None)
-
-    def find(self, sha256: str, size: int) -> str | None:
-        address = self.location.key("sha256", sha256)
-        try:
-            claimed = json.loads(self.client.get_object(Bucket=self.location.bucket, Key=address)["Body"].read())
-            blob = str(claimed["blob"])
-            return self.location.uri(blob) if claimed.get("size") == size and self._exists(blob, size) else None
+            return through_outages(read)
         except boto_errors() as exc:
             if error_code(exc) in ABSENT:
                 return None
-            raise translate(exc, f"look up {self.location.uri(address)}") from exc
-        except (ValueError, KeyError, TypeError) as exc:
-            raise StorageError(f"{self.location.uri(address)} is not an index mreg wrote.") from exc
+            raise translate(exc, f"read {self.location.uri(key)}") from exc
 
-    def read_into(self, uri: str, sink: BinaryIO, on_progress: Progress | None = None) -> tuple[str, int]:
-        return self._read(uri, sink, on_progress)
-
-    def list_objects(self) -> list[ListedObject]:
-        listed = []
-        for below in (self.location.key("blobs", ""), self.location.key("sha256", "")):
-            try:
-                for page in self.client.get_paginator("list_objects_v2").paginate(
-                    Bucket=self.location.bucket, Prefix=below
-                ):
-                    listed += [
-                        ListedObject(self.location.uri(entry["Key"]), entry["Size"], entry["LastModified"])
-                        for entry in page.get("Contents", [])
-                    ]
-            except boto_errors() as exc:
-                raise translate(exc, f"list {self.location.uri(below)}") from exc
-        return listed
-
-    def references(self, uri: str, sha256: str) -> list[str]:
-        return [uri, self.location.uri(self.location.key("sha256", sha256))]
-
-    def delete(self, uri: str) -> None:
-        bucket, key = object_location(uri)
-        if bucket != self.location.bucket or not key.startswith(self.location.key("")):
-            raise StorageError(f"{uri} is not an object of {self.uri}; it is not deleted.")
+    def _write_document(self, key: str, data: bytes, tag: Tag | None) -> bool:
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": str(tag)}
+        client, bucket, checksum = self.client, self.location.bucket, _b64(hashlib.sha256(data).digest())
         try:
-            through_outages(lambda: self.client.delete_object(Bucket=bucket, Key=key))
+            through_outages(
+                lambda: client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumSHA256=checksum, **condition)  # type: ignore[arg-type]
+            )
         except boto_errors() as exc:
-            raise translate(exc, f"delete {uri}") from exc
+            if error_code(exc) in CONFLICT or (tag is not None and error_code(exc) in ABSENT):
+                return False
+            raise translate(exc, f"write {self.location.uri(key)}") from exc
+        return True
 
-    def _read(
+    def _stat(self, key: str) -> Stat | None:
+        try:
+            head = through_outages(lambda: self.client.head_object(Bucket=self.location.bucket, Key=key))
+        except boto_errors() as exc:
+            if error_code(exc) in ABSENT:
+                return None
+            raise translate(exc, f"look up {self.location.uri(key)}") from exc
+        return Stat(head["ContentLength"], head["LastModified"], head["ETag"])
+
+    def _remove(self, key: str, tag: Tag | None) -> bool:
+        condition = {} if tag is None else {"IfMatch": str(tag)}
+        try:
+            through_outages(lambda: self.client.delete_object(Bucket=self.location.bucket, Key=key, **condition))  # type: ignore[arg-type]
+        except boto_errors() as exc:
+            if error_code(exc) in CONFLICT:
+                return False
+            if error_code(exc) not in ABSENT:
+                raise translate(exc, f"delete {self.location.uri(key)}") from exc
+        return True
+
+    def _holds(self, key: str, sha256: str, size: int) -> bool:
+        stat = self._stat(key)
+        return stat is not None and stat.size == size
+
+    def _pages(self, prefix: str) -> Iterator[list[Listed]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix)
+        try:
+            for page in pages:
+                yield [Listed(entry["Key"], entry["Size"], entry["LastModified"]) for entry in page.get("Contents", [])]
+        except boto_errors() as exc:
+            raise translate(exc, f"list {self.location.uri(prefix)}") from exc
+
+    # -- uploads and reads -----------------------------------------------------------------------
+    def _stream(
         self, uri: str, sink: BinaryIO | None, on_progress: Progress | None, *, translated: bool = True
     ) -> tuple[str, int]:
         bucket, key = object_location(uri)
@@ -168,8 +178,9 @@ class S3ObjectStore(S3Resource):
 
     def _put_small(self, data: bytes, key: str, on_progress: Progress | None) -> str:
         """One request, with the SHA-256 for S3 to check. A server that answers with the checksum it
-        verified is taken at its word; one that answers with none (some S3-compatible servers) is checked
-        by reading the object back."""
+        verified is taken at its word; so is one that answers with none (some S3-compatible servers) but with
+        the MD5 of the bytes sent as the ETag (what it hashed of what it stored); any other is checked by
+        reading the object back."""
         digest = hashlib.sha256(data)
         checksum = _b64(digest.digest())
         uri = self.location.uri(key)
@@ -184,8 +195,8 @@ class S3ObjectStore(S3Resource):
         answered = cast("str | None", answer.get("ChecksumSHA256"))  # absent from some servers' answers
         if answered is not None and answered != checksum:
             raise IntegrityError(f"{uri}: S3 stored bytes with checksum {answered}, not {checksum}.")
-        if answered is None:
-            stored, size = through_outages(lambda: self._read(uri, None, None, translated=False))
+        if answered is None and answer.get("ETag", "").strip('"') != _md5(data):
+            stored, size = through_outages(lambda: self._stream(uri, None, None, translated=False))
             if (stored, size) != (digest.hexdigest(), len(data)):
                 raise IntegrityError(f"{uri} holds {size} bytes hashing to {stored} right after it was written.")
         return digest.hexdigest()
@@ -249,52 +260,6 @@ class S3ObjectStore(S3Resource):
             )
         return whole.hexdigest()
 
-    def _claim(self, sha256: str, size: int, blob: str) -> str:
-        """Make `sha256/<hex>` name `blob`, or return the blob that already holds these bytes.
-
-        The claim is tried first (`If-None-Match: *`: new bytes cost one request); only when an address
-        exists is it read, and taken over (`If-Match`) when the blob it names is gone.
-        """
-        client, bucket = self.client, self.location.bucket
-        address = self.location.key("sha256", sha256)
-        document = json.dumps({"sha256": sha256, "size": size, "blob": blob}).encode()
-        condition = {"IfNoneMatch": "*"}
-        try:
-            for _ in range(3):
-                claim = dict(Bucket=bucket, Key=address, Body=document, **condition)
-                try:
-                    through_outages(lambda claim=claim: client.put_object(**claim))  # type: ignore[misc]
-                except boto_errors() as exc:
-                    if error_code(exc) not in CONFLICT:
-                        raise
-                else:
-                    return blob
-                try:  # claimed already (perhaps by this very request, answered too late): look at it
-                    existing = through_outages(lambda: client.get_object(Bucket=bucket, Key=address))
-                except boto_errors() as exc:
-                    if error_code(exc) not in ABSENT:
-                        raise
-                    condition = {"IfNoneMatch": "*"}
-                    continue
-                claimed = json.loads(existing["Body"].read())
-                if claimed.get("size") == size and self._exists(str(claimed.get("blob")), size):
-                    return str(claimed["blob"])
-                condition = {"IfMatch": existing["ETag"]}  # a claim on bytes that are gone: take it over
-        except boto_errors() as exc:
-            raise translate(exc, f"store {self.location.uri(address)}") from exc
-        except (ValueError, KeyError) as exc:
-            raise StorageError(f"{self.location.uri(address)} is not an index mreg wrote.") from exc
-        raise StorageError(f"could not claim {self.location.uri(address)}: it keeps changing.")
-
-    def _exists(self, key: str, size: int) -> bool:
-        try:
-            head = through_outages(lambda: self.client.head_object(Bucket=self.location.bucket, Key=key))
-        except boto_errors() as exc:
-            if error_code(exc) in ABSENT:
-                return False
-            raise
-        return head.get("ContentLength") == size
-
     def _abort(self, key: str, upload_id: str) -> None:
         """Abort a multipart upload, waiting out a short outage (the reason it failed may be one)."""
         last: Exception | None = None
@@ -312,9 +277,3 @@ class S3ObjectStore(S3Resource):
             f"could not abort multipart upload {upload_id} of {self.location.uri(key)} ({last}); remove it "
             "with `aws s3api abort-multipart-upload`, or let a lifecycle rule expire incomplete uploads."
         )
-
-    def _delete(self, key: str) -> None:
-        try:
-            through_outages(lambda: self.client.delete_object(Bucket=self.location.bucket, Key=key))
-        except boto_errors() as exc:
-            raise translate(exc, f"delete {self.location.uri(key)}") from exc
