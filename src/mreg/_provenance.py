@@ -96,7 +96,7 @@ def register_predicate(
         invocation_id=invocation_id(),
         started_on=started_on,
         finished_on=finished_on,
-        buildkit_ref=built.buildkit_ref,
+        buildkit_refs=built.buildkit_refs,
         engine="buildkit" if built.buildkit else "classic",
     )
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mreg._fileio import incoming
 from mreg._inventory import inventory_stage
-from mreg.engine import BuiltImage, Engine
+from mreg.engine import Built, BuiltImage, Engine
 from mreg.errors import InvalidInputError, MregError, SkewError, StorageError
 from mreg.guards.skew import ImageEnvironment, check_environments, inspect_image, read_inventory
 from mreg.indexes import PackageIndexes
@@ -48,7 +48,7 @@ class BuildResult(BaseModel):
     images: dict[Stage, BuiltImage]
     environments: dict[Stage, ImageEnvironment]
     base_image_digest: str | None = None  # the base image's manifest digest or local ID, when known
-    buildkit_ref: str | None = None  # BuildKit's reference of the build that made the images
+    buildkit_refs: dict[Stage, str] = {}  # BuildKit's reference of the build that made each image, when known
 
     def summary(self) -> dict[str, dict[str, str]]:
         """The `build --json` document: each stage's ref, digest and pinned image."""
@@ -84,16 +84,22 @@ def build(
     refs: dict[Stage, str] = {stage: f"{repository}:{context.tag(stage)}" for stage in targets}
     images = {} if rebuild else _existing_images(engine, refs, in_registry=push, on_line=on_line)
     missing: dict[str, str] = {stage: ref for stage, ref in refs.items() if stage not in images}
-    fresh: dict[str, BuiltImage] = {}
+    built = Built({})
     listed: dict[Stage, ImageEnvironment] = {}
     if missing:
         network = engine.default_network() if network == "auto" else network
-        fresh, listed = _build_images(engine, context, missing, network=network, indexes=indexes, on_line=on_line)
+        built, listed = _build_images(engine, context, missing, network=network, indexes=indexes, on_line=on_line)
+    fresh = built.images
     images.update({stage: fresh[stage] for stage in refs if stage in fresh})
     environments = _environments(engine, images, saved, fresh=set(fresh), listed=listed, on_line=on_line)
+    buildkit_refs: dict[Stage, str] = {
+        stage: built.buildkit_refs[stage] for stage in refs if stage in built.buildkit_refs
+    }
     if saved and saved.context_sha256 == context.digest():  # one target at a time builds on the other
         environments = {**saved.environments, **environments}
         images = {**saved.images, **images}
+        kept = {stage: ref for stage, ref in saved.buildkit_refs.items() if stage not in fresh}
+        buildkit_refs = {**kept, **buildkit_refs}
     try:
         check_environments(environments, lock)
     except SkewError:
@@ -114,6 +120,7 @@ def build(
         environments=environments,
         # for the provenance statement: the base image the engine holds (asked again only after a build)
         base_image_digest=(saved and same and saved.base_image_digest) or engine.local_image_id(spec.python.image),
+        buildkit_refs=buildkit_refs,
     )
     return _save_build_result(spec, result)
 
@@ -126,7 +133,7 @@ def _build_images(
     network: str | None,
     indexes: PackageIndexes,
     on_line: LineSink,
-) -> tuple[dict[str, BuiltImage], dict[Stage, ImageEnvironment]]:
+) -> tuple[Built, dict[Stage, ImageEnvironment]]:
     """Build `refs` (stage -> reference) and, with BuildKit, each image's inventory in the same solve,
     where the Dockerfile has its inventory stage: it runs while the image is exported, and spares the
     skew guard a container."""
@@ -145,9 +152,11 @@ def _build_images(
             redact=indexes.mask,
             exports=exports,
         )
-        listed = {stage: read_inventory(exports[inventory_stage(stage)], built[stage].ref) for stage in inventories}
+        listed = {
+            stage: read_inventory(exports[inventory_stage(stage)], built.images[stage].ref) for stage in inventories
+        }
     for stage in listed:
-        on_line(f"[{stage}] the build listed the distributions installed in {built[stage].ref}")
+        on_line(f"[{stage}] the build listed the distributions installed in {built.images[stage].ref}")
     return built, listed
 
 

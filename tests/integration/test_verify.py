@@ -14,6 +14,7 @@ import boto3
 import pytest
 import requests
 
+from mreg.engine.buildx import BUILD_REF_RE
 from tests.support import mreg, mreg_json
 from tests.support.keys import write_key
 from tests.support.projects import tiny_project
@@ -88,6 +89,9 @@ def test_verify_catches_every_kind_of_tampering(tmp_path: Path, registry: str, b
         base = statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]
         assert base["name"] == "base-image"
         assert base["digest"]["sha256"]  # the local base image's ID, recorded by the build
+        refs = statement["predicate"]["buildDefinition"]["internalParameters"]["buildkitRefs"]
+        assert sorted(refs) == ["serve", "train"]  # one bake built both, each target its own BuildKit build
+        assert all(BUILD_REF_RE.fullmatch(ref) and ref.startswith("default/") for ref in refs.values()), refs
 
     # a changed model object
     changed = register(b"model to be changed")

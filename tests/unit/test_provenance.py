@@ -415,7 +415,7 @@ def predicate(**changes: Any) -> dict[str, Any]:
         "invocation_id": "run-17",
         "started_on": datetime(2026, 3, 1, 12, 0, tzinfo=UTC),
         "finished_on": datetime(2026, 3, 1, 14, 30, tzinfo=timezone(timedelta(hours=1))),
-        "buildkit_ref": "abc123",
+        "buildkit_refs": {"train": "default/default/abc123", "serve": "default/default/def456"},
         "engine": "buildx",
     }
     return provenance_predicate(**(fields | changes))
@@ -448,7 +448,10 @@ def test_provenance_predicate_fields() -> None:
         "spec": {"digest": {"sha256": "1" * 64}},
         "lock": {"digest": {"sha256": "2" * 64}},
     }
-    assert definition["internalParameters"] == {"buildkitRef": "abc123", "engine": "buildx"}
+    assert definition["internalParameters"] == {
+        "buildkitRefs": {"serve": "default/default/def456", "train": "default/default/abc123"},
+        "engine": "buildx",
+    }
     assert definition["resolvedDependencies"] == [
         {
             "name": "base-image",
@@ -467,7 +470,7 @@ def test_provenance_predicate_fields() -> None:
 
 
 def test_provenance_predicate_without_optional_parts() -> None:
-    body = predicate(base_image_digest=None, git_commit=None, buildkit_ref=None, engine=None)
+    body = predicate(base_image_digest=None, git_commit=None, buildkit_refs=None, engine=None)
     assert "internalParameters" not in body["buildDefinition"]
     assert body["buildDefinition"]["resolvedDependencies"] == [
         {"name": "base-image", "uri": "pkg:docker/python@3.11-slim-bookworm"}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 import click
 
 if TYPE_CHECKING:
-    from mreg.engine import BuiltImage, Engine
+    from mreg.engine import Built, BuiltImage, Engine
     from mreg.provenance.attestation import Trust
     from mreg.registry import Registry
     from mreg.spec import Spec
@@ -363,7 +363,7 @@ class _TimedEngine:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
 
-    def build(self, context: Path, targets: Mapping[str, str], **options: Any) -> dict[str, BuiltImage]:
+    def build(self, context: Path, targets: Mapping[str, str], **options: Any) -> Built:
         with self._report.phase(f"building {', '.join(targets)} with {self._engine.name}") as phase:
             return self._engine.build(context, targets, **{**options, "on_line": _tee(options["on_line"], phase)})
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -72,6 +73,15 @@ class BuiltImage(BaseModel):
         return cls(ref=ref, digest=image_id, image=image_id)
 
 
+@dataclass(frozen=True)
+class Built:
+    """What one `Engine.build` made: the images by target and, from BuildKit, each target's build reference
+    (`builder/node/ref`, from buildx's metadata file: what BuildKit's build history knows the build by)."""
+
+    images: dict[str, BuiltImage]
+    buildkit_refs: dict[str, str] = field(default_factory=dict)
+
+
 class Engine(Protocol):
     """What mreg needs from a container engine."""
 
@@ -98,13 +108,13 @@ class Engine(Protocol):
         secrets: Mapping[str, str] | None = None,
         redact: Redactor | None = None,
         exports: Mapping[str, Path] | None = None,
-    ) -> dict[str, BuiltImage]:
+    ) -> Built:
         """Build each Dockerfile target of `context` (target -> reference) into the local engine.
 
         `secrets` (id -> value) reach the build only as BuildKit secrets; `redact` masks them in the
         output. `exports` (target -> directory) are built in the same solve and written as files, not
-        images (BuildKit engines only). Shared stages are built once. Returns the images by target;
-        raises EngineError.
+        images (BuildKit engines only). Shared stages are built once. Returns the images by target (and
+        BuildKit's references of their builds, where the engine has them); raises EngineError.
         """
 
     def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mreg._grammar import SHA256_DIGEST_RE
-from mreg.engine import BuiltImage, LineSink, Redactor, with_login_hint
+from mreg.engine import Built, BuiltImage, LineSink, Redactor, with_login_hint
 from mreg.engine._process import capture, error_text, follow, run, stream
 from mreg.engine.containers import ContainerRequest, ContainerState, Mount, check_request, refuse_unpullable
 from mreg.errors import EngineError
@@ -81,21 +82,34 @@ def secret_variable(secret: str) -> str:
     return "MREG_SECRET_" + secret.upper().replace("-", "_")
 
 
-def bake_argv(definition: Path, targets: Iterable[str], *, builder: str | None) -> list[str]:
+BUILD_REF_RE = re.compile(r"[A-Za-z0-9][\w.-]{0,127}/[A-Za-z0-9][\w.-]{0,127}/[a-z0-9]{1,64}")
+"""A BuildKit build reference as buildx writes it: `builder/node/ref`."""
+
+
+def bake_argv(definition: Path, targets: Iterable[str], *, builder: str | None, metadata: Path) -> list[str]:
     """The `docker buildx bake` command line: one BuildKit solve, shared stages built once, targets
-    concurrently (each target's output is in the definition)."""
-    argv = ["docker", "buildx", "bake", "--progress=plain", "--file", str(definition)]
+    concurrently (each target's output is in the definition); buildx writes what it built to `metadata`."""
+    argv = ["docker", "buildx", "bake", "--progress=plain", "--file", str(definition), "--metadata-file", str(metadata)]
     if builder:
         argv += ["--builder", builder]
     return [*argv, "--", *targets]
 
 
 def build_argv(
-    context: Path, target: str, ref: str, *, network: str | None, builder: str | None, secrets: Iterable[str] = ()
+    context: Path,
+    target: str,
+    ref: str,
+    *,
+    network: str | None,
+    builder: str | None,
+    metadata: Path,
+    secrets: Iterable[str] = (),
 ) -> list[str]:
     """The `docker buildx build` command line for one target (a pure function of its arguments; secret
-    values are read by buildx from its environment, never passed in argv)."""
+    values are read by buildx from its environment, never passed in argv); buildx writes what it built to
+    `metadata`."""
     argv = ["docker", "buildx", "build", "--progress=plain", "--load", "--target", target, "--tag", ref]
+    argv += ["--metadata-file", str(metadata)]
     if builder:
         argv += ["--builder", builder]
     if network:
@@ -192,22 +206,26 @@ class BuildxEngine:
         secrets: Mapping[str, str] | None = None,
         redact: Redactor | None = None,
         exports: Mapping[str, Path] | None = None,
-    ) -> dict[str, BuiltImage]:
+    ) -> Built:
         secrets = secrets or {}
         env = {secret_variable(secret): value for secret, value in secrets.items()}
-        if len(targets) == 1 and not exports:
-            [(target, ref)] = targets.items()
-            argv = build_argv(context, target, ref, network=network, builder=self.builder, secrets=secrets)
-            what = f"docker buildx build of target {target!r}"
-            stream(argv, on_line=on_line, what=what, env=env, redact=redact)
-        else:
-            with tempfile.TemporaryDirectory(prefix="mreg-bake-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="mreg-bake-") as scratch:
+            metadata = Path(scratch, "metadata.json")
+            baked = len(targets) > 1 or bool(exports)
+            if not baked:
+                [(target, ref)] = targets.items()
+                argv = build_argv(
+                    context, target, ref, network=network, builder=self.builder, metadata=metadata, secrets=secrets
+                )
+                what = f"docker buildx build of target {target!r}"
+            else:
                 definition = Path(scratch, "compose.yaml")  # JSON is YAML; bake reads it as a compose file
                 document = bake_definition(context, targets, network=network, secrets=secrets, exports=exports)
                 definition.write_text(json.dumps(document, indent=2))
-                argv = bake_argv(definition, [*targets, *(exports or {})], builder=self.builder)
+                argv = bake_argv(definition, [*targets, *(exports or {})], builder=self.builder, metadata=metadata)
                 what = f"docker buildx bake of targets {', '.join(targets)}"
-                stream(argv, on_line=on_line, what=what, env=env, redact=redact)
+            stream(argv, on_line=on_line, what=what, env=env, redact=redact)
+            refs = build_refs(_read_metadata(metadata), list(targets), baked=baked)
         built: dict[str, BuiltImage] = {}
         for target, ref in targets.items():
             image_id = self.local_image_id(ref)
@@ -217,7 +235,7 @@ class BuildxEngine:
                     f"{self.builder or 'default'} load images into this engine?"
                 )
             built[target] = BuiltImage.local(ref, image_id)
-        return built
+        return Built(built, refs)
 
     def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:
         try:
@@ -295,6 +313,34 @@ class BuildxEngine:
     def remove_container(self, container: str, *, grace: float) -> None:
         for argv in stop_argvs(container, grace=grace):
             run(argv, what=f"{argv[1]} {container}")
+
+
+def build_refs(metadata: object, targets: list[str], *, baked: bool) -> dict[str, str]:
+    """Each target's BuildKit build reference from buildx's metadata file (`bake` keys it by target, `build`
+    writes one target's at the top). A target without one is left out (buildx writes none when nothing was
+    exported, older ones none at all); one that is not a build reference is refused."""
+    refs: dict[str, str] = {}
+    for target in targets:
+        entry = (metadata.get(target) if baked else metadata) if isinstance(metadata, dict) else None
+        value = entry.get("buildx.build.ref") if isinstance(entry, dict) else None
+        if value is None:
+            continue
+        if not isinstance(value, str) or not BUILD_REF_RE.fullmatch(value):
+            raise EngineError(
+                f"buildx reported {value!r} as the build reference of target {target!r}; expected builder/node/ref."
+            )
+        refs[target] = value
+    return refs
+
+
+def _read_metadata(path: Path) -> object:
+    """buildx's metadata file, or None when it wrote none."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise EngineError(f"cannot read buildx's metadata file {path}: {exc}.") from exc
 
 
 def _digest(value: object, ref: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from mreg._grammar import SHA256_DIGEST_RE, parse_reference
-from mreg.engine import BuiltImage, LineSink, Redactor, with_login_hint
+from mreg.engine import Built, BuiltImage, LineSink, Redactor, with_login_hint
 from mreg.engine._process import capture
 from mreg.engine.containers import ContainerRequest, ContainerState, check_request, refuse_unpullable
 from mreg.errors import EngineError
@@ -146,7 +146,7 @@ class DockerSdkEngine:
         secrets: Mapping[str, str] | None = None,
         redact: Redactor | None = None,
         exports: Mapping[str, Path] | None = None,
-    ) -> dict[str, BuiltImage]:
+    ) -> Built:
         if exports:
             raise EngineError("the classic builder cannot export a target's files; use --engine buildx.")
         if secrets:
@@ -164,7 +164,7 @@ class DockerSdkEngine:
             if image_id is None:
                 raise EngineError(f"the classic builder reported success for {ref}, but the image is missing.")
             built[target] = BuiltImage.local(ref, image_id)
-        return built
+        return Built(built)
 
     def push(self, ref: str, *, on_line: LineSink) -> BuiltImage:
         parsed = parse_reference(ref)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,12 +61,15 @@ def provenance_predicate(
     invocation_id: str,
     started_on: datetime,
     finished_on: datetime,
-    buildkit_ref: str | None = None,
+    buildkit_refs: Mapping[Any, str] | None = None,
     engine: str | None = None,
 ) -> dict[str, Any]:
     """The SLSA provenance v1 predicate of one registration. Digests are hex (spec, lock) or
-    `sha256:<hex>` (the base image's manifest); times must be aware."""
-    internal = {name: value for name, value in (("buildkitRef", buildkit_ref), ("engine", engine)) if value is not None}
+    `sha256:<hex>` (the base image's manifest); times must be aware. `buildkit_refs` are BuildKit's
+    references of the builds that made the images, by stage."""
+    internal: dict[str, Any] = {"buildkitRefs": dict(sorted(buildkit_refs.items()))} if buildkit_refs else {}
+    if engine is not None:
+        internal["engine"] = engine
     definition: dict[str, Any] = {
         "buildType": BUILD_TYPE,
         "externalParameters": {
