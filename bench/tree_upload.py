@@ -5,7 +5,7 @@
 
 The tree is written once: 8 shards (most of the bytes), 40 files of 4-8 MiB and 250 files of 1-64 KiB (those
 two sizes scaled down with a smaller tree), in nested directories, random bytes. Each run uploads it once
-with mreg (a driver process: `scan_tree`, then `put_tree`, as `mreg register` does) and once with
+with mreg (a driver process: `walk_tree`, then `put_tree`, as `mreg register` does) and once with
 `aws s3 sync`, alternating which goes first. The first bytes of every file change before each upload, so mreg
 finds nothing already stored; the bucket is emptied after each upload. Last, one "second save": both upload
 the tree once more, 3 of its files change, and both upload it again, where each should send only those 3.
@@ -213,13 +213,13 @@ def driver_documents(runs: Runs) -> list[dict[str, Any]]:
 
 
 def phase_rows(runs: Runs) -> list[list[str]]:
-    """Where mreg's wall time goes: start-up, the scan (walk and hash), the uploads."""
+    """Where mreg's wall time goes: start-up, the walk, the uploads (each file hashed, then sent)."""
     walls = [done.process.wall for done in runs.uploads]
     documents = driver_documents(runs)
     phases = {
         "start-up, imports, client; exit": [wall - doc["seconds"] for wall, doc in zip(walls, documents, strict=True)],
-        "scan_tree: walk, hash every file": [doc["scan_seconds"] for doc in documents],
-        "put_tree: look up, upload, manifest": [doc["seconds"] - doc["scan_seconds"] for doc in documents],
+        "walk_tree: walk, check every entry": [doc["walk_seconds"] for doc in documents],
+        "put_tree: hash, look up, upload, manifest": [doc["seconds"] - doc["walk_seconds"] for doc in documents],
     }
     return [
         [phase, Stats.of(values).show(), Stats.of([v / w for v, w in zip(values, walls, strict=True)]).show("{:.0%}")]
@@ -230,7 +230,7 @@ def phase_rows(runs: Runs) -> list[list[str]]:
 def request_rows(runs: Runs) -> list[list[str]]:
     """mreg's S3 requests by operation (first run): count, busy time (sum of durations) and mean in flight."""
     document = driver_documents(runs)[0]
-    uploading = document["seconds"] - document["scan_seconds"]
+    uploading = document["seconds"] - document["walk_seconds"]
     return [
         [operation, str(timing["count"]), f"{timing['busy']:.1f}", f"{timing['busy'] / uploading:.1f}"]
         for operation, timing in sorted(document["requests"].items(), key=lambda item: -item[1]["busy"])
@@ -245,7 +245,7 @@ def file_rows(runs: Runs, layout: Sequence[TreeFile]) -> list[list[str]]:
         spans, each, starts, ends = [], [], [], []
         for document in driver_documents(runs):
             calls = [(start, end) for path, _, start, end in document["files"] if kinds[path] == kind]
-            origin = document["scan_seconds"]
+            origin = document["walk_seconds"]
             starts.append(min(start for start, _ in calls) - origin)
             ends.append(max(end for _, end in calls) - origin)
             spans.append(ends[-1] - starts[-1])

@@ -4,7 +4,7 @@ happened as JSON.
     python bench/upload_driver.py s3://BUCKET/objects FILE [--part-size MIB] [--concurrency N]
     python bench/upload_driver.py --tree s3://BUCKET/objects DIRECTORY [--workers N] [...]
 
-A file goes through `put_file`; a directory (`--tree`) is scanned and hashed by `scan_tree`, then stored by
+A file goes through `put_file`; a directory (`--tree`) is checked by `walk_tree`, then hashed and stored by
 `put_tree`, as `mreg register` does (timed apart). The S3 endpoint and credentials come from the environment
 (AWS_ENDPOINT_URL, ...), as for mreg itself. Every S3 request is timed through botocore's events, and each
 `put_file` of a tree, so the benchmark can say where the time went.
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mreg.storage import Progress, StoredObject, directories, open_object_store
-from mreg.storage._tree import scan_tree
+from mreg.storage._tree import walk_tree
 from mreg.storage.s3 import MiB, S3ObjectStore
 
 
@@ -83,18 +83,18 @@ def upload_file(store: S3ObjectStore, path: Path, times: RequestTimes) -> dict[s
 
 
 def upload_tree(store: S3ObjectStore, root: Path, times: RequestTimes) -> dict[str, Any]:
-    """`scan_tree`, then `put_tree` with that manifest, as `mreg register` does; each timed."""
+    """`walk_tree`, then `put_tree` of what it found, as `mreg register` does; each timed."""
     files = FileTimes(store, root, times.origin)
-    manifest = scan_tree(root)
-    scanned = time.perf_counter() - times.origin
-    stored = directories.put_tree(store, root, manifest=manifest)
+    walked = walk_tree(root)
+    walked_at = time.perf_counter() - times.origin
+    stored = directories.put_tree(store, root, walked=walked)
     return {
         "uri": stored.manifest.uri,
         "sha256": stored.manifest.sha256,
         "size": stored.size,
         "count": stored.count,
         "uploaded": stored.uploaded,
-        "scan_seconds": scanned,
+        "walk_seconds": walked_at,
         "seconds": time.perf_counter() - times.origin,
         "workers": directories.WORKERS,
         "large_workers": directories.LARGE_WORKERS,
@@ -106,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store")
     parser.add_argument("path", type=Path, help="the file (or, with --tree, the directory) to upload")
-    parser.add_argument("--tree", action="store_true", help="upload a directory model (scan_tree, put_tree)")
+    parser.add_argument("--tree", action="store_true", help="upload a directory model (walk_tree, put_tree)")
     parser.add_argument("--part-size", type=int, help="part size in MiB (default: the store's)")
     parser.add_argument("--concurrency", type=int, help="parts in flight per file (default: the store's)")
     parser.add_argument("--workers", type=int, help="files of one part uploaded at once (default: put_tree's)")

@@ -231,13 +231,13 @@ def register(
     from mreg._provenance import image_sboms, register_predicate
     from mreg.guards.onnx import check_serve_runtime, find_onnx
     from mreg.registry import Registry, actor
-    from mreg.storage._tree import scan_tree
+    from mreg.storage._tree import walk_tree
 
     started_on = datetime.now(UTC)
     built = load_build_result(spec, build_result)
     if model_path.is_symlink() or not (model_path.is_file() or model_path.is_dir()):
         raise InvalidInputError(f"{model_path}: no such model file or directory (a link is not followed).")
-    tree = scan_tree(model_path) if model_path.is_dir() else None
+    tree = walk_tree(model_path) if model_path.is_dir() else None
     onnx = find_onnx(model_path)
     if onnx is not None:
         onnx = check_serve_runtime(engine(), built.images["serve"].image, model_path, onnx)

@@ -50,7 +50,7 @@ from mreg.records._events import Event, emit, read_events
 from mreg.records._metadata import MAX_DESCRIPTION, check_key, check_text
 from mreg.records.store import VersionInfo
 from mreg.storage import ListedObject, ObjectStore, Progress, open_object_store
-from mreg.storage._tree import TreeManifest
+from mreg.storage._tree import TreeWalk
 from mreg.storage.directories import fetch_tree, put_tree, read_manifest, verify_tree
 from mreg.storage.file import file_uri_path
 
@@ -200,17 +200,17 @@ class Registry:
         return moved
 
     def store_model(
-        self, path: Path, *, tree: TreeManifest | None = None, on_progress: Progress | None = None
+        self, path: Path, *, tree: TreeWalk | None = None, on_progress: Progress | None = None
     ) -> ModelFile:
         """Upload a model into the object store, content-addressed and checked once written: a file as one
-        object; a directory (already scanned into `tree`, else scanned here) as one object per file not
-        stored yet, then its manifest."""
+        object; a directory (already checked by `walk_tree` into `tree`, else checked here) as one object per
+        file not stored yet, then its manifest."""
         if self._objects is None:
             raise MregError(f"the registry {self.where} was opened without an object store; use Registry.from_spec.")
         if not path.is_dir():
             stored = self._objects.put_file(path, on_progress=on_progress)
             return ModelFile(uri=stored.uri, sha256=stored.sha256, size=stored.size, filename=path.name)
-        put = put_tree(self._objects, path, manifest=tree, on_progress=on_progress)
+        put = put_tree(self._objects, path, walked=tree, on_progress=on_progress)
         return ModelFile(
             uri=put.manifest.uri,
             sha256=put.manifest.sha256,

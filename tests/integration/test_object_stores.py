@@ -1,4 +1,4 @@
-"""Both object stores (a directory, and S3 over HTTP to moto's server): content-addressed, checksummed,
+"""Every object store (a directory, S3 over HTTP to moto's server, the GCS emulator): content-addressed, checksummed,
 nothing partial left behind."""
 
 from __future__ import annotations

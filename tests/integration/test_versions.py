@@ -1,7 +1,7 @@
-"""Working with versions on every backend (a directory, and S3 over HTTP to moto's server): metadata, tags
-and descriptions, yank and unyank, filters over the index, diff, events and gc, with races between real
-processes: concurrent tag changes lose nothing, and gc running while registers run deletes none of their
-models."""
+"""Working with versions on every backend (a directory, S3 over HTTP to moto's server, the GCS emulator):
+metadata, tags and descriptions, yank and unyank, filters over the index, diff, events and gc, with races
+between real processes: concurrent tag changes lose nothing, and gc running while registers run deletes none
+of their models."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Cloud Storage (`gs://`), chosen by `open_object_store` from the URI's scheme.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,9 +73,9 @@ class ObjectStore(Protocol):
     def read_into(self, uri: str, sink: BinaryIO, on_progress: Progress | None = None) -> tuple[str, int]:
         """Stream the object at `uri` into `sink`; return the SHA-256 and size of what was read."""
 
-    def present(self, sha256s: Collection[str], *, max_requests: int) -> set[str] | None:
-        """Which of `sha256s` have a content address in the store, told from one listing of the addresses if
-        that takes at most `max_requests` requests; None when it would take more (or the store has no cheaper
+    def present(self, *, max_requests: int) -> set[str] | None:
+        """The SHA-256s that have a content address in the store, from one listing of the addresses if that
+        takes at most `max_requests` requests; None when it would take more (or the store has no cheaper
         answer than `find`). An address listed may name bytes that are gone: `reuse` still checks."""
 
     def list_objects(self) -> list[ListedObject]:

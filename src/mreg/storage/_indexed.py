@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,14 +132,14 @@ class IndexedStore:
         blob = None if found is None else self._usable(address, found[0], sha256, size)
         return None if blob is None else self.location.uri(blob)
 
-    def present(self, sha256s: Collection[str], *, max_requests: int) -> set[str] | None:
+    def present(self, *, max_requests: int) -> set[str] | None:
         below = self.location.key("sha256", "")
         listed: set[str] = set()
         pages = self._pages(below)
         for _ in range(max_requests):
             page = next(pages, None)
             if page is None:
-                return listed & set(sha256s)
+                return listed
             listed |= {entry.key.removeprefix(below) for entry in page}
         return None
 

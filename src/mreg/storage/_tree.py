@@ -3,7 +3,8 @@
 A directory model is stored as one content-addressed blob per regular file plus a manifest: canonical JSON
 listing every file's relative POSIX path, size, SHA-256 and executable bit, and the empty directories, all
 sorted by path. The model's digest is the SHA-256 of the manifest's bytes, so it binds paths as well as
-contents. Nothing here talks to a store: `scan_tree` reads a local tree, `parse_manifest` checks bytes read
+contents. Nothing here talks to a store: `walk_tree` checks a local tree, `scan_tree` also hashes it
+(`hash_file` hashes one file of it), `parse_manifest` checks bytes read
 back from a store, and `publish_tree` builds a tree in a staging directory beside its destination, filling
 each file through a callback, and moves it into place with one rename.
 """
@@ -23,7 +24,7 @@ import stat
 import threading
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,17 @@ from mreg.errors import IntegrityError, InvalidInputError, StorageError
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
-__all__ = ["ManifestFile", "TreeManifest", "WriteFile", "parse_manifest", "publish_tree", "scan_tree"]
+__all__ = [
+    "ManifestFile",
+    "TreeManifest",
+    "TreeWalk",
+    "WriteFile",
+    "hash_file",
+    "parse_manifest",
+    "publish_tree",
+    "scan_tree",
+    "walk_tree",
+]
 
 SCHEMA_VERSION = 1
 KIND = "directory"
@@ -298,28 +309,59 @@ def _hash_descriptor(descriptor: int, stop: threading.Event) -> tuple[str, int]:
 
 @dataclass
 class _Walk:
-    """What walking a tree found: regular files and empty directories (relative paths), and problems."""
+    """What walking a tree found: regular files (relative paths, with their sizes) and empty directories,
+    and problems."""
 
-    files: list[str] = field(default_factory=list)
+    files: dict[str, int] = field(default_factory=dict)
     directories: list[str] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-def scan_tree(root: Path, *, on_file: Callable[[ManifestFile], None] | None = None, workers: int = 4) -> TreeManifest:
-    """The manifest of the directory tree at `root`, every regular file read and hashed once.
+@dataclass(frozen=True)
+class TreeWalk:
+    """A tree `walk_tree` found fit to register, nothing read yet: its regular files (relative paths, with
+    the sizes the walk saw) and its empty directories."""
 
-    Links are never followed and hard links are plain files. Whatever cannot be registered is refused in
-    one `InvalidInputError`, one line per path relative to `root`: symbolic links, FIFOs, sockets and
-    devices, names that are not NFC or hold a backslash or a control character, names that differ only by
-    case, and anything unreadable; so is a tree without a regular file. Files are hashed, on up to `workers`
-    threads, only once the walk found nothing to refuse. `on_file` is called in this thread with each file
-    once it is hashed.
-    """
+    root: Path
+    files: dict[str, int]
+    directories: tuple[str, ...]
+
+    def manifest(self, hashed: Iterable[ManifestFile]) -> TreeManifest:
+        """The tree's manifest, from its files once hashed (`hash_file`), in any order."""
+        return TreeManifest(files=tuple(sorted(hashed, key=lambda entry: entry.path)), directories=self.directories)
+
+
+def walk_tree(root: Path) -> TreeWalk:
+    """Check the directory tree at `root` without reading a file: links are never followed and hard links
+    are plain files. Whatever cannot be registered is refused in one `InvalidInputError`, one line per path
+    relative to `root`: symbolic links, FIFOs, sockets and devices, names that are not NFC or hold a
+    backslash or a control character, names that differ only by case, and anything that cannot be opened
+    for reading; so is a tree without a regular file."""
     _require_directory(root)
     walk = _walk(root)
     if not walk.files and not walk.problems:
         raise InvalidInputError(f"{root} holds no regular file, so there is no model to register.")
+    if walk.problems:
+        raise InvalidInputError(_refusal(root, walk.problems))
+    return TreeWalk(root, walk.files, tuple(sorted(walk.directories)))
+
+
+def hash_file(walked: TreeWalk, path: str) -> ManifestFile:
+    """The manifest entry of one file of a walked tree, read and hashed; `InvalidInputError` when it can no
+    longer be read or is no longer a regular file."""
+    result = _hash_file(walked.root, path, threading.Event())
+    if not isinstance(result, ManifestFile):
+        raise InvalidInputError(_refusal(walked.root, [result]))
+    return result
+
+
+def scan_tree(root: Path, *, on_file: Callable[[ManifestFile], None] | None = None, workers: int = 4) -> TreeManifest:
+    """The manifest of the directory tree at `root`: `walk_tree`, then every regular file read and hashed
+    once, on up to `workers` threads. A file that can no longer be read is refused as the walk refuses.
+    `on_file` is called in this thread with each file once it is hashed."""
+    walked = walk_tree(root)
     hashed: list[ManifestFile] = []
+    problems: list[tuple[str, str]] = []
 
     def collect(result: ManifestFile | tuple[str, str]) -> None:
         if isinstance(result, ManifestFile):
@@ -327,15 +369,12 @@ def scan_tree(root: Path, *, on_file: Callable[[ManifestFile], None] | None = No
             if on_file is not None:
                 on_file(result)
         else:
-            walk.problems.append(result)
+            problems.append(result)
 
-    if not walk.problems:
-        _run_pool(functools.partial(_hash_file, root), walk.files, workers, collect)
-    if walk.problems:
-        raise InvalidInputError(_refusal(root, walk.problems))
-    return TreeManifest(
-        files=tuple(sorted(hashed, key=lambda entry: entry.path)), directories=tuple(sorted(walk.directories))
-    )
+    _run_pool(functools.partial(_hash_file, root), list(walked.files), workers, collect)
+    if problems:
+        raise InvalidInputError(_refusal(root, problems))
+    return walked.manifest(hashed)
 
 
 def _require_directory(root: Path) -> None:
@@ -387,10 +426,11 @@ def _visit(root: Path, entry: os.DirEntry[str], path: str, walk: _Walk, pending:
     if reason := _name_problem(entry.name):
         walk.problems.append((path, reason))
     try:
-        mode = entry.stat(follow_symlinks=False).st_mode
+        status = entry.stat(follow_symlinks=False)
     except OSError as exc:
         walk.problems.append((path, f"cannot be examined ({exc.strerror})"))
         return
+    mode = status.st_mode
     if stat.S_ISDIR(mode):
         pending.append(path)
     elif not stat.S_ISREG(mode):
@@ -398,7 +438,7 @@ def _visit(root: Path, entry: os.DirEntry[str], path: str, walk: _Walk, pending:
     elif reason := _unreadable(root / path):
         walk.problems.append((path, reason))
     else:
-        walk.files.append(path)
+        walk.files[path] = status.st_size
 
 
 def _not_regular(mode: int) -> str:

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from mreg._fileio import write_durably
 from mreg.errors import IntegrityError, MregError, NotFoundError
 from mreg.storage import ObjectStore, Progress, StoredObject
-from mreg.storage._tree import ManifestFile, TreeManifest, parse_manifest, publish_tree, scan_tree
+from mreg.storage._tree import ManifestFile, TreeManifest, TreeWalk, hash_file, parse_manifest, publish_tree, walk_tree
 
+_Entry = TypeVar("_Entry")
 MiB = 1024 * 1024
 WORKERS = 8
 """Files of up to `LARGE_FILE` bytes uploaded (or looked up) at once: each is a few small requests, so they
@@ -47,24 +48,28 @@ class StoredTree:
 
 
 def put_tree(
-    store: ObjectStore, root: Path, *, manifest: TreeManifest | None = None, on_progress: Progress | None = None
+    store: ObjectStore, root: Path, *, walked: TreeWalk | None = None, on_progress: Progress | None = None
 ) -> StoredTree:
     """Store every file of `root` that the store does not hold yet, then its manifest.
 
-    The tree is refused before anything is sent when it holds a link, a special file, an unreadable entry,
-    names that differ only by case or are not NFC, or no file at all. Files found in the store are reused
+    The tree is refused before anything is read or sent when it holds a link, a special file, an unreadable
+    entry, names that differ only by case or are not NFC, or no file at all (`walk_tree`; `walked` is its
+    result when the caller walked it already). Each file is then hashed and, unless the store holds it,
+    sent, many at once: hashing one file overlaps sending others. Files found in the store are reused
     (`ObjectStore.reuse`: a `gc` running meanwhile keeps them); where the store can list its content
     addresses in a quarter as many requests as there are files, that listing tells which files to send
     without looking each up. A failure leaves no manifest behind; file objects already sent are unreferenced
     and left for `gc`.
     """
-    manifest = manifest or scan_tree(root)
+    walked = walked or walk_tree(root)
     lock = threading.Lock()
+    hashed: list[ManifestFile] = []
     uploaded = [0]
     # one listing of the store's addresses, where it is short, spares a look-up of each file not stored yet
-    present = store.present({entry.sha256 for entry in manifest.files}, max_requests=manifest.count // 4)
+    present = store.present(max_requests=len(walked.files) // 4)
 
-    def upload(entry: ManifestFile) -> None:
+    def upload(path: str) -> None:
+        entry = hash_file(walked, path)
         new = present is not None and entry.sha256 not in present
         if new or store.reuse(entry.sha256, entry.size) is None:
             stored = store.put_file(root / entry.path, on_progress=on_progress)
@@ -74,10 +79,13 @@ def put_tree(
                 uploaded[0] += 1
         elif on_progress is not None:
             on_progress(entry.size)
+        with lock:
+            hashed.append(entry)
 
-    small = [entry for entry in manifest.files if entry.size <= LARGE_FILE]
-    large = [entry for entry in manifest.files if entry.size > LARGE_FILE]
+    small = [path for path, size in walked.files.items() if size <= LARGE_FILE]
+    large = [path for path, size in walked.files.items() if size > LARGE_FILE]
     _each(upload, (small, WORKERS), (large, LARGE_WORKERS))
+    manifest = walked.manifest(hashed)
     with tempfile.NamedTemporaryFile(prefix="mreg-manifest-") as handle:
         write_durably(handle, manifest.to_bytes())  # type: ignore[arg-type]
         stored = store.put_file(Path(handle.name))
@@ -182,7 +190,7 @@ def _distinct(manifest: TreeManifest) -> list[ManifestFile]:
     return list({entry.sha256: entry for entry in manifest.files}.values())
 
 
-def _each(work: Callable[[ManifestFile], None], *lanes: tuple[list[ManifestFile], int]) -> None:
+def _each(work: Callable[[_Entry], None], *lanes: tuple[list[_Entry], int]) -> None:
     """Run `work` on the entries of every lane at once, each lane on its own number of threads; the first
     failure stops the rest and is raised."""
     with contextlib.ExitStack() as pools:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Collection
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,7 +75,7 @@ class FileObjectStore:
         except OSError as exc:
             raise StorageError(f"cannot look up {path}: {exc}.") from exc
 
-    def present(self, sha256s: Collection[str], *, max_requests: int) -> None:
+    def present(self, *, max_requests: int) -> None:
         """None: a look-up here is one `stat`, cheaper than listing the directory."""
         return
 

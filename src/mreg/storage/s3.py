@@ -1,10 +1,13 @@
 """The S3 object store: bytes uploaded once, in one read of the file, checked by the server part by part,
 and found by their SHA-256.
 
-A file is read once, in parts: each part feeds the whole-file SHA-256 and carries its own SHA-256, which S3
-checks when the part arrives; parts upload concurrently, at most `concurrency` at a time, so memory stays
-bounded whatever the file size. Completing the upload, S3 answers with the checksum of the part checksums,
-which must equal the one mreg computes: the object holds exactly the parts that were sent.
+A file of one request carries its SHA-256 (the content address itself), which S3 checks. A larger file is
+read once, in parts: each part feeds the whole-file SHA-256 and carries its own CRC32, which S3 checks when
+the part arrives (a transport check: S3 cannot check a multipart object's SHA-256, and a part's SHA-256
+would cost both sides a second cryptographic hash of every byte for no more than that); parts upload
+concurrently, at most `concurrency` at a time, so memory stays bounded whatever the file size. Completing
+the upload, S3 answers with the checksum of the part checksums, which must equal the one mreg computes: the
+object holds exactly the parts that were sent.
 
 The whole-file SHA-256 is known only once the last byte is read, after the object's key had to be chosen;
 rather than copying the bytes to a key named by their hash (a second full pass, on the server), the bytes
@@ -25,6 +28,7 @@ import base64
 import hashlib
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO, cast
@@ -57,10 +61,16 @@ def _md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+def part_checksum(data: bytes) -> str:
+    """A part's CRC32 as S3 takes it (`ChecksumCRC32`: the 4 bytes, big-endian, in base64)."""
+    return _b64(zlib.crc32(data).to_bytes(4, "big"))
+
+
 def composite_checksum(part_checksums: list[str]) -> str:
-    """S3's checksum of a multipart object: SHA-256 of the parts' SHA-256s, then `-<number of parts>`."""
+    """S3's checksum of a multipart object (COMPOSITE type): the CRC32 of the parts' CRC32s, then
+    `-<number of parts>`."""
     joined = b"".join(base64.b64decode(checksum) for checksum in part_checksums)
-    return f"{_b64(hashlib.sha256(joined).digest())}-{len(part_checksums)}"
+    return f"{part_checksum(joined)}-{len(part_checksums)}"
 
 
 class S3ObjectStore(S3Resource, IndexedStore):
@@ -69,9 +79,12 @@ class S3ObjectStore(S3Resource, IndexedStore):
     part_size = 8 * MiB
     concurrency = 8
     signed_payloads = False
-    """Every object's bytes this store sends carry their SHA-256 (`ChecksumSHA256`, a signed header the server
-    checks them against); the one other body, a multipart completion's list of parts, is checked through the
-    checksum of the parts the server answers."""
+    """Every body this store sends carries a checksum in a signed header, which the server checks it against
+    (`ChecksumSHA256` for an object of one request, `ChecksumCRC32` for a part), and a multipart completion's
+    list of parts is checked through the checksum the server answers; so bodies are not hashed again for the
+    SigV4 signature over plain HTTP (botocore does not over HTTPS). A part's CRC32 detects corruption, not
+    tampering: over plain HTTP, bytes changed in transit are caught by mreg's SHA-256 when they are read
+    (`pull`, `verify`, the serve image's fetch), as they are on any store."""
 
     def _upload(self, source: BinaryIO, key: str, size: int, on_progress: Progress | None) -> str:
         part_size = max(self.part_size, -(-size // MAX_PARTS))
@@ -172,9 +185,9 @@ class S3ObjectStore(S3Resource, IndexedStore):
             if error_code(exc) != "NoSuchUpload":
                 raise
             head = client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
-            if head.get("ChecksumSHA256") != composite_checksum([part["ChecksumSHA256"] for part in parts]):
+            if head.get("ChecksumCRC32") != composite_checksum([part["ChecksumCRC32"] for part in parts]):
                 raise
-            return {"ChecksumSHA256": head.get("ChecksumSHA256")}
+            return {"ChecksumCRC32": head.get("ChecksumCRC32")}
 
     def _put_small(self, data: bytes, key: str, on_progress: Progress | None) -> str:
         """One request, with the SHA-256 for S3 to check. A server that answers with the checksum it
@@ -207,7 +220,7 @@ class S3ObjectStore(S3Resource, IndexedStore):
         what = f"upload to {self.location.uri(key)}"
         try:
             upload_id = through_outages(
-                lambda: client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")
+                lambda: client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32")
             )["UploadId"]
         except boto_errors() as exc:
             raise translate(exc, what) from exc
@@ -222,12 +235,12 @@ class S3ObjectStore(S3Resource, IndexedStore):
                 response = through_outages(  # a part that failed is sent again; the others stay
                     lambda: client.upload_part(
                         Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=chunk,
-                        ChecksumSHA256=checksum,
+                        ChecksumCRC32=checksum,
                     )
                 )  # fmt: skip
                 if on_progress is not None:
                     on_progress(len(chunk))
-                return {"PartNumber": number, "ETag": response["ETag"], "ChecksumSHA256": checksum}
+                return {"PartNumber": number, "ETag": response["ETag"], "ChecksumCRC32": checksum}
             finally:
                 slots.release()
 
@@ -242,7 +255,7 @@ class S3ObjectStore(S3Resource, IndexedStore):
                     slots.release()
                     break
                 whole.update(chunk)
-                checksums.append(_b64(hashlib.sha256(chunk).digest()))
+                checksums.append(part_checksum(chunk))
                 futures.append(pool.submit(send, len(checksums), chunk, checksums[-1]))
             parts = [future.result() for future in futures]
             completed = self._complete(key, upload_id, parts)
@@ -253,7 +266,7 @@ class S3ObjectStore(S3Resource, IndexedStore):
                 raise translate(exc, what) from exc
             raise
         pool.shutdown(wait=True)
-        answered, expected = completed.get("ChecksumSHA256"), composite_checksum(checksums)
+        answered, expected = completed.get("ChecksumCRC32"), composite_checksum(checksums)
         if answered is not None and answered != expected:
             raise IntegrityError(
                 f"{self.location.uri(key)}: S3 assembled parts with checksum {answered}, not {expected}."
