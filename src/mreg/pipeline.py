@@ -21,15 +21,14 @@ from mreg.errors import InvalidInputError, MregError, SkewError, StorageError
 from mreg.guards.skew import ImageEnvironment, check_environments, inspect_image, read_inventory
 from mreg.indexes import PackageIndexes
 from mreg.lock import LockMode, ensure_lock, load_lock
-from mreg.records import GitInfo, Record
-from mreg.records._metadata import Metadata
-from mreg.records.model import ServingContract
 from mreg.render import BuildContext, render
 from mreg.spec import STAGES, Spec, Stage
-from mreg.storage import Progress
 
 if TYPE_CHECKING:
     from mreg.provenance._keys import SigningKey
+    from mreg.records import GitInfo, Record
+    from mreg.records._metadata import Metadata
+    from mreg.storage import Progress
 
 Group = Literal["shared", "train", "serve"]
 LineSink = Callable[[str], None]
@@ -230,6 +229,9 @@ def register(
     """
     from mreg._provenance import image_sboms, register_predicate
     from mreg.guards.onnx import check_serve_runtime, find_onnx
+    from mreg.records import Record
+    from mreg.records._metadata import Metadata
+    from mreg.records.model import ServingContract
     from mreg.registry import Registry, actor
     from mreg.storage._tree import walk_tree
 
@@ -327,6 +329,8 @@ def git_info(directory: Path) -> GitInfo | None:
         ).stdout  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return None
+    from mreg.records import GitInfo  # here, not at the top: `mreg build` never needs the record models
+
     return GitInfo(commit=commit, dirty=bool(status.strip()))
 
 
