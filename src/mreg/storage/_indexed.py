@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,48 +57,48 @@ class Stat:
     tag: Tag
 
 
-class IndexedStore:
+class IndexedStore(ABC):
     """An object store over a bucket: uploads, reads and the algorithms over content addresses; a backend
     subclass provides `location` and the primitives."""
 
     location: BucketLocation
 
     # -- primitives ------------------------------------------------------------------------------
+    @abstractmethod
     def _upload(self, source: BinaryIO, key: str, size: int, on_progress: Progress | None) -> str:
         """Upload the `size` bytes of `source` to the blob `key`, checked by the service; return their SHA-256.
         A failure may leave the blob (it is removed then), nothing else."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _stream(self, uri: str, sink: BinaryIO | None, on_progress: Progress | None) -> tuple[str, int]:
         """SHA-256 and size of the object at `uri`, copied to `sink` as it is read."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _read_document(self, key: str) -> tuple[bytes, Tag] | None:
         """A small object's bytes and version, or None when it does not exist."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _write_document(self, key: str, data: bytes, tag: Tag | None) -> bool:
         """Write a small object only if it does not exist (`tag` None) or is still at version `tag`; False when
         another writer changed it first."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _stat(self, key: str) -> Stat | None:
         """Size, modification time and version of an object, or None when it does not exist."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _remove(self, key: str, tag: Tag | None) -> bool:
         """Delete an object (only while at version `tag`, if given); False when it had changed, True once it is
         gone (also when it was gone already)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _holds(self, key: str, sha256: str, size: int) -> bool:
         """Whether the blob `key` exists and holds `size` bytes (that mreg hashed to `sha256`, where the
         backend records that)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _pages(self, prefix: str) -> Iterator[list[Listed]]:
         """The objects whose keys start with `prefix`, one page (one request) at a time."""
-        raise NotImplementedError
 
     # -- the store's operations ------------------------------------------------------------------
     @property
