@@ -275,8 +275,10 @@ def register(
     try:
         registry.attest(record, predicate=predicate, sboms=documents, key=signing_key, model_bundle=model_bundle)
     except MregError as exc:
+        ref, why = f"{record.name}:{record.version}", str(exc).rstrip(".")
         raise StorageError(
-            f"{record.name}:{record.version} was registered, but its provenance could not be written: {exc}"
+            f"{ref} was registered, but its provenance could not be written ({why}), so it has no statement or "
+            f"signature to check; yank it (`mreg yank {ref} --reason 'no provenance'`) and register again."
         ) from exc
     return record
 

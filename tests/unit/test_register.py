@@ -14,7 +14,7 @@ import pytest
 
 from mreg import pipeline
 from mreg.engine import Engine
-from mreg.errors import InvalidInputError
+from mreg.errors import InvalidInputError, StorageError
 from mreg.records import Record
 from mreg.spec import Spec, load_spec
 from tests.support import DIGESTS, copy_example, mreg, save_build
@@ -68,6 +68,21 @@ def test_git_commit_and_dirtiness_are_recorded(project: Path) -> None:
     dirty = pipeline.git_info(project)
     assert dirty is not None
     assert dirty.dirty is True
+
+
+def test_a_record_whose_provenance_cannot_be_written_says_so_and_how_to_retire_it(project: Path) -> None:
+    spec = load_spec(project / "registry.toml")
+    blocked = project / ".mreg" / "registry" / "iris-rf" / "provenance"
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("a file where the statements' directory goes")  # root may write anywhere: no chmod
+    with pytest.raises(
+        StorageError, match=r"^iris-rf:1 was registered, but its provenance could not be written"
+    ) as caught:
+        register(spec, project / "model.joblib")
+    assert "`mreg yank iris-rf:1 --reason 'no provenance'`" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    shown = json.loads(mreg("show", "iris-rf:1", "--json", cwd=project).stdout)
+    assert shown["version"] == 1  # the record stands; only its provenance is missing
 
 
 def test_register_without_a_build_is_refused(tmp_path: Path) -> None:
