@@ -94,8 +94,8 @@ def make_client(endpoint_url: str | None = None, *, signed_payloads: bool = True
     """An S3 client from boto3's configuration chain (botocore's, without boto3's own import cost);
     `endpoint_url` overrides AWS_ENDPOINT_URL. Without `signed_payloads`, request bodies are sent as
     UNSIGNED-PAYLOAD even over plain HTTP (botocore does so over HTTPS when a checksum header is sent): for
-    callers whose every body carries a signed `x-amz-checksum-sha256`, which the server checks the body
-    against, so that hashing it again for the signature adds nothing."""
+    callers whose every body carries a signed checksum header (`x-amz-checksum-*`), which the server checks
+    the body against, so that hashing it again for the signature adds nothing."""
     import botocore.session
     from botocore.config import Config
 

@@ -525,7 +525,8 @@ class Registry:
         unreferenced = [found for found in listed if _normal(found.uri) not in kept]
         old = [found for found in unreferenced if found.modified < cutoff]
         deleted = old if dry_run else [found for found in old if objects.delete(found.uri, unless_newer_than=cutoff)]
-        young = [found for found in unreferenced if found not in deleted]
+        gone = {found.uri for found in deleted}
+        young = [found for found in unreferenced if found.uri not in gone]
         return GcReport(dry_run, deleted, young, len(listed) - len(unreferenced), purged)
 
     def _all_records(self, name: str) -> list[Record]:

@@ -71,16 +71,16 @@ def put_tree(
     def upload(path: str) -> None:
         entry = hash_file(walked, path)
         new = present is not None and entry.sha256 not in present
-        if new or store.reuse(entry.sha256, entry.size) is None:
+        sent = new or store.reuse(entry.sha256, entry.size) is None
+        if sent:
             stored = store.put_file(root / entry.path, on_progress=on_progress)
             if stored.sha256 != entry.sha256:
                 raise IntegrityError(f"{root / entry.path} changed while it was being registered.")
-            with lock:
-                uploaded[0] += 1
         elif on_progress is not None:
             on_progress(entry.size)
         with lock:
             hashed.append(entry)
+            uploaded[0] += sent
 
     small = [path for path, size in walked.files.items() if size <= LARGE_FILE]
     large = [path for path, size in walked.files.items() if size > LARGE_FILE]
