@@ -11,11 +11,7 @@ from tests.support import DIGESTS, copy_example, mreg, mreg_json, save_build
 
 
 def s3_project_with_pushed_images(directory: Path, bucket: str) -> Path:
-    project = copy_example(directory)
-    text = (project / "registry.toml").read_text()
-    text = text.replace('uri = "file://.mreg/objects"', f'uri = "s3://{bucket}/objects"')
-    text = text.replace('uri = "file://.mreg/registry"', f'uri = "s3://{bucket}/registry"')
-    (project / "registry.toml").write_text(text)
+    project = copy_example(directory, stores=f"s3://{bucket}")
     save_build(project)
     build = json.loads((project / ".mreg" / "build.json").read_text())
     for stage, image in build["images"].items():  # as `mreg build --push` leaves them: pinned by digest

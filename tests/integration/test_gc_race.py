@@ -147,11 +147,7 @@ def test_a_reuse_between_gcs_read_and_its_delete_keeps_the_bytes(store_root: str
 @pytest.fixture
 def project(tmp_path: Path, store_root: str) -> Path:
     """The bundled example with both stores under `store_root`, and a saved build (no Docker needed)."""
-    project = copy_example(tmp_path / "project")
-    text = (project / "registry.toml").read_text()
-    text = text.replace('[storage]\nuri = "file://.mreg/objects"\n', f'[storage]\nuri = "{store_root}/objects"\n')
-    text = text.replace('[registry]\nuri = "file://.mreg/registry"\n', f'[registry]\nuri = "{store_root}/registry"\n')
-    (project / "registry.toml").write_text(text)
+    project = copy_example(tmp_path / "project", stores=store_root)
     save_build(project)
     return project
 

@@ -32,11 +32,7 @@ def no_engine() -> Engine:
 
 @pytest.fixture
 def project(tmp_path: Path, gcs_bucket: str) -> Path:
-    project = copy_example(tmp_path / "project")
-    text = (project / "registry.toml").read_text()
-    for store in ("objects", "registry"):
-        text = text.replace(f'uri = "file://.mreg/{store}"\n', f'uri = "gs://{gcs_bucket}/{store}"\n')
-    (project / "registry.toml").write_text(text)
+    project = copy_example(tmp_path / "project", stores=f"gs://{gcs_bucket}")
     save_build(project)
     return project
 

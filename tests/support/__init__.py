@@ -52,8 +52,9 @@ def mreg_json(*args: str, cwd: Path) -> Any:
     return json.loads(mreg(*args, "--json", cwd=cwd).stdout)
 
 
-def copy_example(target: Path, *, repository: str | None = None) -> Path:
-    """The bundled example (registry.toml and examples/iris) in a fresh directory; returns it."""
+def copy_example(target: Path, *, repository: str | None = None, stores: str | None = None) -> Path:
+    """The bundled example (registry.toml and examples/iris) in a fresh directory; returns it. `stores` puts
+    its object store at `<stores>/objects` and its registry at `<stores>/registry`."""
     target.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "examples" / "iris", target / "examples" / "iris")
     shutil.copy(REPO / "registry.lock", target / "registry.lock")
@@ -62,6 +63,10 @@ def copy_example(target: Path, *, repository: str | None = None) -> Path:
         marker = '# repository = "registry.example.com/ml/iris-rf"'
         assert marker in text
         text = text.replace(marker, f'repository = "{repository}"')
+    for section, store in (("storage", "objects"), ("registry", "registry")) if stores else ():
+        marker = f'[{section}]\nuri = "file://.mreg/{store}"\n'
+        assert marker in text
+        text = text.replace(marker, f'[{section}]\nuri = "{stores}/{store}"\n')
     (target / "registry.toml").write_text(text)
     return target
 
